@@ -1,0 +1,61 @@
+"""Turn generated samples into files: an image grid for MNIST, a histogram for the Gaussian."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from gantool.config import GaussianConfig, MnistConfig
+from gantool.plots import gaussian_histogram
+
+
+def save_samples(
+    samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, path: Path, title: str = ""
+) -> None:
+    """Write samples (N, data_dim) as a PNG: a grid of digits, or a histogram against the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = samples.detach().float().cpu()
+    if isinstance(dataset, GaussianConfig):
+        gaussian_histogram(samples[:, 0].numpy(), dataset.mean, dataset.std, path, title)
+        return
+    from torchvision.utils import save_image  # slow import: only where images are drawn
+
+    images = samples.reshape(-1, 1, 28, 28)
+    nrow = math.ceil(math.sqrt(len(images)))
+    save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+
+def sample_checkpoint(
+    path: str | Path, num: int, out: Path | None, seed: int, device_name: str
+) -> list[Path]:
+    """Sample `num` points from a checkpoint's generator; return the files written.
+
+    MNIST: a grid PNG. Gaussian: a histogram PNG, and the samples as CSV beside it.
+    """
+    from gantool.checkpoint import load_checkpoint, resolve_checkpoint
+    from gantool.config import to_config
+    from gantool.data import data_dim
+    from gantool.device import resolve_device
+    from gantool.models import Generator, generate, sample_latent
+
+    ckpt = resolve_checkpoint(path)
+    device = resolve_device(device_name)
+    state = load_checkpoint(ckpt, device)
+    cfg = to_config(state["config"])
+    G = Generator(cfg.model, data_dim(cfg.dataset)).to(device)
+    G.load_state_dict(state["gan"]["generator"])
+    z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
+    samples = generate(G, z).cpu()  # (num, data_dim)
+
+    step = state["step"]
+    if out is None:
+        out = ckpt.parent.parent / "samples" / f"sample_step_{step:07d}.png"
+    save_samples(samples, cfg.dataset, out, f"step {step}")
+    written = [out]
+    if isinstance(cfg.dataset, GaussianConfig):
+        csv = out.with_suffix(".csv")
+        csv.write_text("x\n" + "".join(f"{v:.6g}\n" for v in samples[:, 0].tolist()))
+        written.append(csv)
+    return written

@@ -1,0 +1,248 @@
+"""The training step and loop. File formats live in checkpoint.py, outputs.py and plots.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gantool import losses
+from gantool.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gantool.config import Config, GaussianConfig, to_dict
+from gantool.console import ProgressBar
+from gantool.data import build_data
+from gantool.device import resolve_device
+from gantool.errors import GantoolError
+from gantool.metrics import gaussian_report
+from gantool.models import Discriminator, Generator, generate, sample_latent
+from gantool.optim import build_optimizer
+from gantool.outputs import MetricsLog, write_json
+from gantool.plots import moments_over_training, training_curves
+from gantool.rng import rng_state, seed_everything, set_rng_state
+from gantool.sampling import save_samples
+
+log = logging.getLogger(__name__)
+
+# What train_step returns, in order; each row of metrics.jsonl averages them over log_every steps.
+STAT_KEYS = (
+    "train/d_loss",
+    "train/g_loss",
+    "train/d_real",  # D(x): D's mean probability that a real sample is real
+    "train/d_fake",  # D(G(z)): the same for generated samples
+    "train/fake_mean",
+    "train/fake_std",
+)
+
+
+@dataclass
+class GAN:
+    generator: Generator
+    discriminator: Discriminator
+    g_optimizer: torch.optim.Optimizer
+    d_optimizer: torch.optim.Optimizer
+
+    @classmethod
+    def build(cls, cfg: Config, data_dim: int, device: torch.device) -> GAN:
+        g = Generator(cfg.model, data_dim).to(device)
+        d = Discriminator(cfg.model.d, data_dim).to(device)
+        return cls(
+            g,
+            d,
+            build_optimizer(g.parameters(), cfg.optimizer.g),
+            build_optimizer(d.parameters(), cfg.optimizer.d),
+        )
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in self.__dataclass_fields__}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.__dataclass_fields__:
+            getattr(self, name).load_state_dict(state[name])
+
+
+def train_step(gan: GAN, data, cfg: Config, device: torch.device) -> torch.Tensor:
+    """One step: d_steps D updates, then g_steps G updates. Returns STAT_KEYS as a (6,) tensor.
+
+    Nothing here reads a value back to the host, so the device never waits on Python.
+    """
+    G, D = gan.generator, gan.discriminator
+    batch_size = cfg.trainer.batch_size
+    r1_gamma = cfg.loss.r1_gamma
+
+    # --- D: real labelled 1, fake labelled 0 ---
+    for _ in range(cfg.trainer.d_steps):
+        real = data.next_batch()  # (B, data_dim)
+        real.requires_grad_(r1_gamma > 0)  # R1 needs D's gradient with respect to x
+        z = sample_latent(batch_size, cfg.model, device)  # (B, latent_dim)
+        fake = G(z).detach()  # detach: D's loss must not reach G's weights
+        real_logits, fake_logits = D(real), D(fake)  # (B, 1), or (1, 1) on moments
+        d_loss = losses.d_loss(real_logits, fake_logits)
+        if r1_gamma > 0:
+            d_loss = d_loss + r1_gamma / 2 * losses.r1_penalty(real_logits, real)
+        gan.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        gan.d_optimizer.step()
+
+    # --- G: fresh noise; fake labelled real (non_saturating) or the minimax loss ---
+    for _ in range(cfg.trainer.g_steps):
+        z = sample_latent(batch_size, cfg.model, device)
+        fake = G(z)  # no detach: G learns through D's judgement of its samples
+        g_loss = losses.g_loss(D(fake), cfg.loss.g_loss)
+        gan.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()  # also fills D's gradients; D's next zero_grad clears them
+        gan.g_optimizer.step()
+
+    with torch.no_grad():
+        return torch.stack(
+            [
+                d_loss,
+                g_loss,
+                torch.sigmoid(real_logits).mean(),
+                torch.sigmoid(fake_logits).mean(),
+                fake.mean(),
+                fake.std(correction=0),
+            ]
+        )
+
+
+def train(cfg: Config, run_dir: Path) -> dict:
+    """Train (or resume, if run_dir holds checkpoints) and return the run's summary."""
+    t = cfg.trainer
+    device = resolve_device(cfg.device.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(t.seed)
+    data = build_data(cfg.dataset, t.batch_size, t.seed, device)
+    gan = GAN.build(cfg, data.data_dim, device)
+    # The same noise for every sample grid, so grids can be compared across steps.
+    fixed_generator = torch.Generator(device).manual_seed(t.seed)
+    fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed_generator)
+    if t.steps is not None:
+        total_steps = t.steps
+    else:  # each step uses d_steps batches
+        total_steps = max(1, t.epochs * data.batches_per_epoch // t.d_steps)
+
+    # Statistics summed since the last log row; checkpoints carry them so rows resume exactly.
+    stats_sum, count = torch.zeros(len(STAT_KEYS), device=device), 0
+    step = 0
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        state = load_checkpoint(latest, device)
+        _check_same_model(state["config"], cfg, latest)
+        gan.load_state_dict(state["gan"])
+        data.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        fixed_noise = state["fixed_noise"].to(device)
+        stats_sum, count = state["stats"]["sum"].to(device), state["stats"]["count"]
+        step = state["step"]
+        log.info("Resumed from %s at step %d", latest, step)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    # Rows after the checkpoint are logged again; so is a row for a partial interval.
+    metrics.truncate_after(step if step % t.log_every == 0 else step - 1)
+
+    def checkpoint() -> None:
+        state = {
+            "step": step,
+            "gan": gan.state_dict(),
+            "data": data.state_dict(),
+            "rng": rng_state(),
+            "fixed_noise": fixed_noise.cpu(),
+            "stats": {"sum": stats_sum.cpu(), "count": count},
+            "config": to_dict(cfg),
+        }
+        save_checkpoint(state, run_dir, step, t.keep_checkpoints)
+
+    def sample_file() -> Path:
+        path = run_dir / "samples" / f"step_{step:07d}.png"
+        save_samples(generate(gan.generator, fixed_noise), cfg.dataset, path, f"step {step}")
+        return path
+
+    log.info(
+        "Training %s for %d steps on %s; run folder %s",
+        cfg.dataset.name,
+        total_steps,
+        device,
+        run_dir,
+    )
+    started = time.perf_counter()
+    with ProgressBar(total_steps, step) as bar:
+        while step < total_steps:
+            stats_sum += train_step(gan, data, cfg, device)
+            count += 1
+            step += 1
+            if step % t.log_every == 0 or step == total_steps:
+                values = (stats_sum / count).tolist()  # the one host sync per log interval
+                row = {"step": step, **dict(zip(STAT_KEYS, values, strict=True))}
+                _check_finite(row)
+                metrics.append(row)
+                if step % t.log_every == 0:  # a last, partial interval stays in the checkpoint
+                    stats_sum.zero_()
+                    count = 0
+                bar.update(step, row)
+            else:
+                bar.update(step)
+            if step % t.sample_every == 0:
+                sample_file()
+            if step % t.checkpoint_every == 0:
+                checkpoint()
+    seconds = time.perf_counter() - started
+
+    if step % t.checkpoint_every != 0:  # the last step always gets a checkpoint
+        checkpoint()
+    samples = sample_file()
+    rows = metrics.rows()
+    if rows:
+        training_curves(rows, run_dir / "plots" / "losses.png")
+    summary = {
+        "run_dir": str(run_dir),
+        "step": step,
+        "train_seconds": seconds,
+        "final": rows[-1] if rows else {},
+        "samples": str(samples),
+    }
+    if isinstance(cfg.dataset, GaussianConfig):
+        if rows:
+            path = run_dir / "plots" / "moments.png"
+            moments_over_training(rows, cfg.dataset.mean, cfg.dataset.std, path)
+        eval_generator = torch.Generator(device).manual_seed(t.seed + 1)
+        z = sample_latent(t.num_eval_samples, cfg.model, device, eval_generator)
+        samples_eval = generate(gan.generator, z)
+        summary["num_eval_samples"] = t.num_eval_samples
+        summary["gaussian"] = gaussian_report(samples_eval, cfg.dataset.mean, cfg.dataset.std)
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _check_finite(row: dict) -> None:
+    bad = [k for k, v in row.items() if v != v or v in (float("inf"), float("-inf"))]
+    if bad:
+        raise GantoolError(
+            f"training diverged by step {row['step']}: {', '.join(bad)} not finite; the last "
+            "good checkpoint is kept"
+        )
+
+
+def _check_same_model(saved: dict, cfg: Config, path: Path) -> None:
+    """Refuse to resume when the settings that shape the model or data have changed."""
+    now = _flatten(to_dict(cfg))
+    before = _flatten(saved)
+    keys = sorted(
+        k
+        for k in before.keys() | now.keys()
+        if (k.startswith("model.") or k == "dataset.name") and before.get(k) != now.get(k)
+    )
+    if keys:
+        changes = ", ".join(f"{k} ({before.get(k)} -> {now.get(k)})" for k in keys)
+        raise GantoolError(f"cannot resume from {path}: the model settings differ: {changes}")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,82 @@
+"""Shared fixtures: the real configs composed through Hydra and shrunk, and a tiny MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gantool.config import Config, config_dir, register_configs, to_config
+
+register_configs()
+
+# Shrinks any config to a run of seconds on CPU.
+FAST = [
+    "device=cpu",
+    "trainer.steps=6",
+    "trainer.log_every=2",
+    "trainer.sample_every=3",
+    "trainer.checkpoint_every=3",
+    "trainer.num_eval_samples=1000",
+]
+
+
+def compose_config(overrides: list[str]) -> Config:
+    with initialize_config_dir(str(config_dir()), version_base=None):
+        return to_config(compose("train", overrides=overrides))
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
+    """Write a uint8 array as an IDX file, the format of the MNIST distribution."""
+    magic = 0x0800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def write_tiny_mnist(root: Path, split: str = "test", num: int = 64, gz: bool = True) -> Path:
+    """A few 28x28 'digits' (a bright bar at a label-dependent place) in torchvision's layout."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, num).astype(np.uint8)
+    images = rng.integers(0, 30, (num, 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        image[4 + 2 * label : 7 + 2 * label, 6:22] = 255
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    prefix = "t10k" if split == "test" else "train"
+    write_idx(raw / f"{prefix}-images-idx3-ubyte", images, gz)
+    write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, gz)
+    return root
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    return write_tiny_mnist(tmp_path / "data")
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run the real `gantool` command in a subprocess, as a user would."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "gantool", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def only_run_dir(outputs: Path) -> Path:
+    dirs = [p.parent for p in outputs.rglob(".hydra")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]

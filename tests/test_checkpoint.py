@@ -1,0 +1,74 @@
+"""Checkpoint files: round trip, keep-K, latest, and loading that never runs code."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from gantool.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from gantool.errors import GantoolError
+
+
+def test_round_trip_and_keep_the_newest(tmp_path: Path) -> None:
+    for step in (10, 20, 30, 40):
+        state = {"step": step, "w": torch.full((3,), float(step)), "rng": [1, 2, None]}
+        save_checkpoint(state, tmp_path, step, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000030.pt", "step_0000040.pt"]
+    latest = latest_checkpoint(tmp_path)
+    loaded = load_checkpoint(latest)
+    assert loaded["step"] == 40 and torch.equal(loaded["w"], torch.full((3,), 40.0))
+    assert loaded["rng"] == [1, 2, None]
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 40
+    assert resolve_checkpoint(tmp_path) == latest
+    leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
+    assert sorted(leftovers) == ["last.pt", "step_0000030.pt", "step_0000040.pt"]
+
+
+def test_step_order_is_numeric_not_alphabetic(tmp_path: Path) -> None:
+    for step in (9_999_999, 10_000_000):
+        save_checkpoint({"step": step}, tmp_path, step, keep=5)
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 10_000_000
+
+
+class _Payload:
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"step": 1, "payload": _Payload(str(target))}, path, pickle_protocol=2)
+    with pytest.raises(GantoolError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+    assert not target.exists()
+    path.write_bytes(pickle.dumps(_Payload(str(target))))
+    with pytest.raises(GantoolError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+    assert not target.exists()
+
+
+def test_corrupt_file_and_missing_paths_give_clear_errors(tmp_path: Path) -> None:
+    save_checkpoint({"step": 1, "w": torch.ones(1000)}, tmp_path, 1, keep=1)
+    path = latest_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(GantoolError, match=r"cannot load checkpoint .*step_0000001\.pt"):
+        load_checkpoint(path)
+    with pytest.raises(GantoolError, match="no such checkpoint file or run folder"):
+        resolve_checkpoint(tmp_path / "missing")
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(GantoolError, match="no checkpoint in"):
+        resolve_checkpoint(empty)

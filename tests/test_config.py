@@ -1,0 +1,128 @@
+"""Every config group and preset composes and builds; bad values fail with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import FAST, compose_config
+from gantool.config import GaussianConfig, MnistConfig, config_dir, to_config, to_dict
+from gantool.data import data_dim
+from gantool.errors import ConfigError
+from gantool.trainer import GAN
+
+CONFIGS = config_dir()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [f"{group}={name}"]
+        for group in ("dataset", "model", "optimizer", "trainer", "loss")
+        for name in options(group)
+    ]
+    + [[f"experiment={name}"] for name in options("experiment")]
+    + [["device=cpu"], ["device=auto"], ["loss.g_loss=minimax"]],
+    ids=lambda o: o[0],
+)
+def test_every_option_composes_and_builds(overrides: list[str]) -> None:
+    cfg = compose_config(overrides)
+    gan = GAN.build(cfg, data_dim(cfg.dataset), torch.device("cpu"))
+    z = torch.rand(8, cfg.model.latent_dim)
+    fake = gan.generator(z)
+    assert fake.shape == (8, data_dim(cfg.dataset))
+    logits = gan.discriminator(fake)
+    assert logits.shape == ((1, 1) if cfg.model.d.features == "moments" else (8, 1))
+
+
+def test_model_optimizer_and_trainer_follow_the_dataset() -> None:
+    gaussian, mnist = compose_config([]), compose_config(["dataset=mnist"])
+    assert isinstance(gaussian.dataset, GaussianConfig)
+    assert isinstance(mnist.dataset, MnistConfig)
+    assert gaussian.model.noise == "uniform" and gaussian.trainer.steps is not None
+    assert mnist.model.g.out_activation == "tanh" and mnist.trainer.epochs == 20
+    assert (mnist.dataset.root, mnist.dataset.split, mnist.dataset.download) == (
+        "data",
+        "train",
+        True,
+    )
+
+
+def test_presets_pin_the_reference_setups() -> None:
+    seed = compose_config(["experiment=seed_gaussian"])
+    assert seed.model.g.hidden == [5, 5] and seed.model.g.activation == "elu"
+    assert seed.model.d.features == "moments" and seed.model.d.activation == "sigmoid"
+    assert seed.model.d.hidden == [10, 10] and seed.model.noise == "uniform"
+    assert (seed.optimizer.g.name, seed.optimizer.g.lr, seed.optimizer.g.momentum) == (
+        "sgd",
+        1e-3,
+        0.9,
+    )
+    assert (seed.trainer.batch_size, seed.trainer.d_steps, seed.trainer.g_steps) == (500, 20, 20)
+
+    classic = compose_config(["experiment=seed_mnist"])
+    assert classic.model.latent_dim == 64 and classic.model.g.hidden == [256, 256]
+    assert (classic.model.g.activation, classic.model.g.out_activation) == ("relu", "tanh")
+    assert classic.model.d.activation == "leaky_relu" and classic.model.d.negative_slope == 0.2
+    assert classic.optimizer.d.lr == 2e-4 and classic.trainer.batch_size == 100
+
+    keras = compose_config(["experiment=keras_mnist"])
+    assert keras.model.latent_dim == 100 and keras.model.g.hidden == [256, 512, 1024]
+    assert keras.model.g.batch_norm and keras.model.g.batch_norm_momentum == pytest.approx(0.2)
+    assert keras.model.d.hidden == [512, 256] and not keras.model.d.batch_norm
+    assert keras.optimizer.g.betas == [0.5, 0.999] and keras.optimizer.g.lr == 2e-4
+
+
+def test_keras_preset_builds_batch_norm_after_the_activation() -> None:
+    cfg = compose_config(["experiment=keras_mnist"])
+    layers = GAN.build(cfg, 784, torch.device("cpu")).generator.net
+    kinds = [type(m).__name__ for m in layers]
+    assert kinds[:3] == ["Linear", "LeakyReLU", "BatchNorm1d"] and kinds[-1] == "Tanh"
+    assert layers[2].momentum == pytest.approx(0.2)
+
+
+def test_checkpoint_dict_converts_back_to_the_same_config() -> None:
+    for overrides in ([], ["experiment=keras_mnist"]):
+        cfg = compose_config(overrides)
+        assert to_config(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.g.lr=0", "optimizer.g.lr=0.0: must be > 0"),
+        ("optimizer.d.lr=-1e-3", "optimizer.d.lr=-0.001: must be > 0"),
+        ("trainer.batch_size=0", "trainer.batch_size=0: must be >= 1"),
+        ("dataset.std=0", "dataset.std=0.0: must be > 0"),
+        ("model.latent_dim=0", "model.latent_dim=0: must be >= 1"),
+        ("model.g.activation=swish", "model.g.activation='swish' is not a choice: expected"),
+        ("model.d.features=pixels", "model.d.features='pixels' is not a choice"),
+        ("model.noise=cauchy", "model.noise='cauchy' is not a choice"),
+        ("optimizer.g.name=rmsprop", "optimizer.g.name='rmsprop' is not a choice"),
+        ("loss.g_loss=hinge", "loss.g_loss='hinge' is not a choice"),
+        ("model.d.dropout=1.0", "model.d.dropout=1.0: must be in [0, 1)"),
+        ("optimizer.g.betas=[0.5]", "optimizer.g.betas=[0.5]: expected two values"),
+        ("trainer.steps=null", "trainer.epochs: the gaussian dataset is an endless stream"),
+        ("trainer.d_steps=0", "trainer.d_steps=0: must be >= 1"),
+    ],
+)
+def test_out_of_range_values_fail_with_one_line_naming_the_key(override, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_config([override])
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_mnist_split_must_be_train_or_test() -> None:
+    with pytest.raises(ConfigError, match=r"dataset\.split='val' is not a choice"):
+        compose_config(["dataset=mnist", "dataset.split=val"])
+
+
+def test_fast_overrides_shrink_every_preset() -> None:
+    for name in options("experiment"):
+        cfg = compose_config([f"experiment={name}", *FAST])
+        assert cfg.trainer.steps == 6

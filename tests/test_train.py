@@ -1,0 +1,165 @@
+"""End-to-end training through train(cfg, run_dir): outputs, resume, and sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FAST, compose_config
+from gantool.checkpoint import latest_checkpoint, load_checkpoint
+from gantool.errors import GantoolError
+from gantool.outputs import MetricsLog
+from gantool.sampling import sample_checkpoint
+from gantool.trainer import STAT_KEYS, train
+
+
+def mnist_overrides(root: Path, *extra: str) -> list[str]:
+    return [
+        "dataset=mnist",
+        f"dataset.root={root}",
+        "dataset.split=test",
+        "dataset.download=false",
+        *FAST,
+        "trainer.batch_size=16",
+        *extra,
+    ]
+
+
+def test_gaussian_run_fills_its_folder(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    summary = train(compose_config(FAST), run)
+    rows = MetricsLog(run / "metrics.jsonl").rows()
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert set(rows[0]) == {"step", *STAT_KEYS}
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_0000003.pt", "step_0000006.pt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_0000003.png",
+        "step_0000006.png",
+    ]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["losses.png", "moments.png"]
+    assert json.loads((run / "summary.json").read_text())["step"] == 6
+    report = summary["gaussian"]
+    assert set(report) == {"mean", "std", "skewness", "excess_kurtosis"}
+    assert report["mean"]["target"] == 4.0 and report["std"]["target"] == 1.25
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
+        "metrics.jsonl",
+        "plots",
+        "samples",
+        "summary.json",
+    ]
+
+
+def test_checkpoint_holds_the_whole_state(tmp_path: Path) -> None:
+    cfg = compose_config(FAST)
+    train(cfg, tmp_path)
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    assert state["step"] == 6
+    assert set(state) == {"step", "gan", "data", "rng", "fixed_noise", "stats", "config"}
+    assert set(state["gan"]) == {"generator", "discriminator", "g_optimizer", "d_optimizer"}
+    assert set(state["rng"]) >= {"torch", "numpy", "python"}
+    assert state["fixed_noise"].shape == (cfg.trainer.num_samples, cfg.model.latent_dim)
+    assert state["config"]["trainer"]["steps"] == 6
+
+
+def test_mnist_run_on_a_tiny_idx_file(tmp_path: Path, tiny_mnist: Path) -> None:
+    run = tmp_path / "run"
+    summary = train(compose_config(mnist_overrides(tiny_mnist)), run)
+    grid = Image.open(summary["samples"])
+    assert grid.size == (2 + 8 * 30, 2 + 8 * 30)  # an 8x8 grid of 28px digits, 2px padding
+    assert "gaussian" not in summary
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["losses.png"]
+    assert not (tiny_mnist / "MNIST" / "processed").exists()
+
+
+def test_epochs_set_the_length_for_mnist(tmp_path: Path, tiny_mnist: Path) -> None:
+    # 64 images at batch 16 is 4 batches an epoch; 2 D steps use 2 batches each step.
+    cfg = compose_config(
+        mnist_overrides(tiny_mnist, "trainer.steps=null", "trainer.epochs=3", "trainer.d_steps=2")
+    )
+    assert train(cfg, tmp_path)["step"] == 6
+
+
+@pytest.mark.skipif("GANTOOL_MNIST_ROOT" not in os.environ, reason="GANTOOL_MNIST_ROOT not set")
+def test_real_mnist_test_split_trains(tmp_path: Path) -> None:
+    overrides = [
+        "experiment=seed_mnist",
+        f"dataset.root={os.environ['GANTOOL_MNIST_ROOT']}",
+        "dataset.split=test",
+        "dataset.download=false",
+        *FAST,
+        "trainer.steps=30",
+        "trainer.log_every=10",
+    ]
+    summary = train(compose_config(overrides), tmp_path)
+    rows = MetricsLog(tmp_path / "metrics.jsonl").rows()
+    assert len(rows) == 3 and all(r["train/d_loss"] > 0 for r in rows)
+    # 30 Adam steps move G's output from noise toward the dark background of real digits.
+    assert rows[-1]["train/fake_mean"] < rows[0]["train/fake_mean"]
+    assert Image.open(summary["samples"]).size == (242, 242)
+
+
+RESUME_CASES = {
+    "gaussian": [],
+    "seed_gaussian (20 D and G steps)": ["experiment=seed_gaussian", "trainer.batch_size=50"],
+    "keras_mnist (BatchNorm)": ["MNIST", "experiment=keras_mnist"],
+    "mnist with dropout": ["MNIST", "model.d.dropout=0.3", "optimizer=sgd"],
+}
+
+
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_mnist: Path, case):
+    extra = RESUME_CASES[case]
+    mnist = extra[:1] == ["MNIST"]
+    base = mnist_overrides(tiny_mnist, *extra[1:]) if mnist else [*extra, *FAST]
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(compose_config([*base, "trainer.steps=7"]), full)
+    train(compose_config([*base, "trainer.steps=3"]), split)  # stops between log rows
+    summary = train(compose_config([*base, "trainer.steps=7"]), split)
+    assert summary["step"] == 7
+
+    a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
+    assert a["step"] == b["step"] == 7
+    for part in ("generator", "discriminator", "g_optimizer", "d_optimizer"):
+        assert _equal(a["gan"][part], b["gan"][part]), part
+    assert _equal(a["rng"], b["rng"]) and _equal(a["data"], b["data"])
+    assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
+
+
+def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
+    train(compose_config(FAST), tmp_path)
+    with pytest.raises(GantoolError, match=r"model\.g\.hidden \(\[16, 16\] -> \[8\]\)"):
+        train(compose_config([*FAST, "model.g.hidden=[8]", "trainer.steps=9"]), tmp_path)
+
+
+def test_sample_from_a_run_folder_and_a_checkpoint(tmp_path: Path, tiny_mnist: Path) -> None:
+    gaussian, mnist = tmp_path / "gaussian", tmp_path / "mnist"
+    train(compose_config(FAST), gaussian)
+    train(compose_config(mnist_overrides(tiny_mnist)), mnist)
+
+    png, csv = sample_checkpoint(gaussian, 500, tmp_path / "g.png", seed=1, device_name="cpu")
+    assert png.stat().st_size > 0 and csv == tmp_path / "g.csv"
+    values = csv.read_text().splitlines()
+    assert values[0] == "x" and len(values) == 501
+    again = sample_checkpoint(gaussian, 500, tmp_path / "h.png", seed=1, device_name="cpu")
+    assert again[1].read_text() == csv.read_text()  # same seed, same samples
+
+    (grid,) = sample_checkpoint(mnist / "checkpoints" / "step_0000003.pt", 16, None, 0, "cpu")
+    assert grid == mnist / "samples" / "sample_step_0000003.png"
+    assert Image.open(grid).size == (2 + 4 * 30, 2 + 4 * 30)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
