@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         elif command == "sample":
             sample(args)
         elif command in HYDRA_COMPLETION_FLAGS:
-            # Hydra's shell completion calls `gantool -sc query=bash` with the line in COMP_LINE.
-            os.environ["COMP_LINE"] = os.environ.get("COMP_LINE", "").replace(" train ", " ", 1)
+            _drop_subcommand_from_completion_line()
             run_train(argv)
         else:
             raise GantoolError(f"unknown command {command!r}: expected train, resume or sample")
@@ -141,6 +140,19 @@ def sample(args: list[str]) -> None:
 
     for path in sample_checkpoint(opts.path, opts.num, opts.out, opts.seed, opts.device):
         console.print(f"Wrote {path}")
+
+
+def _drop_subcommand_from_completion_line() -> None:
+    """Hydra's shell completion runs `gantool -sc query=bash` with the typed line in COMP_LINE
+    and the cursor in COMP_POINT; it expects the app name then overrides, so `train` goes."""
+    line = os.environ.get("COMP_LINE", "")
+    point = int(os.environ.get("COMP_POINT", len(line)))
+    app, _, rest = line.partition(" ")
+    subcommand, _, overrides = rest.lstrip().partition(" ")
+    if subcommand == "train":
+        shortened = f"{app} {overrides}"
+        os.environ["COMP_LINE"] = shortened
+        os.environ["COMP_POINT"] = str(max(len(app) + 1, point - (len(line) - len(shortened))))
 
 
 def _exit(error: GantoolError) -> None:

@@ -140,9 +140,9 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=Config)
+    cs.store(group="schema", name="train", node=Config)
     for name, schema in DATASET_SCHEMAS.items():
-        cs.store(group="dataset", name=f"{name}_schema", node=schema)
+        cs.store(group="schema/dataset", name=name, node=schema)
 
 
 def config_dir() -> Path:
@@ -212,7 +212,7 @@ def validate(cfg: Config) -> None:
         _at_least("trainer.steps", t.steps, 1)
     elif isinstance(ds, GaussianConfig):
         raise ConfigError(
-            "trainer.epochs: the gaussian dataset is an endless stream; set trainer.steps instead"
+            "trainer.epochs: the gaussian dataset is endless; set trainer.steps instead"
         )
     else:
         _at_least("trainer.epochs", t.epochs, 1)

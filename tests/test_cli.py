@@ -1,0 +1,113 @@
+"""The `gantool` command as a user runs it: subcommands, Hydra's flags, sweeps, and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, only_run_dir, run_cli
+from gantool.cli import merge_overrides
+from gantool.outputs import MetricsLog
+
+
+def test_help_is_fast_and_imports_no_torch() -> None:
+    code = (
+        "import sys; from gantool.cli import main; main(['--help']); "
+        "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for command in ("train", "resume", "sample"):
+        assert command in done.stdout
+
+
+def test_hydra_flags_keep_working(tmp_path: Path) -> None:
+    job = run_cli("train", "--cfg", "job", "dataset=mnist", cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert "latent_dim: 64" in job.stdout and "split: train" in job.stdout
+    helped = run_cli("train", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "experiment: keras_mnist, seed_gaussian" in helped.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_train_resume_and_sample(tmp_path: Path) -> None:
+    trained = run_cli("train", *FAST, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    run = only_run_dir(tmp_path / "outputs")
+    assert "Run folder" in trained.stdout and "excess_kurtosis" in trained.stdout
+    assert (run / "train.log").read_text().count("Training gaussian for 6 steps") == 1
+
+    resumed = run_cli("resume", str(run), "trainer.steps=10", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed from" in (run / "train.log").read_text()
+    assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6, 8, 10]
+    assert only_run_dir(tmp_path / "outputs") == run  # same folder, no new one
+
+    out = tmp_path / "hist.png"
+    sampled = run_cli("sample", str(run), "--num", "300", "--out", str(out), cwd=tmp_path)
+    assert sampled.returncode == 0, sampled.stderr
+    assert out.is_file() and len(out.with_suffix(".csv").read_text().splitlines()) == 301
+
+
+def test_multirun_gives_each_job_its_own_folder(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "train",
+        "-m",
+        "optimizer.g.lr=1e-3,2e-4",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.pt").is_file()
+        assert (sweep / job / "metrics.jsonl").is_file()
+    lrs = [(sweep / j / ".hydra" / "overrides.yaml").read_text() for j in ("0", "1")]
+    assert "optimizer.g.lr=0.001" in lrs[0] and "optimizer.g.lr=0.0002" in lrs[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["train", "optimizer.g.lr=0"], 2, "error: optimizer.g.lr=0.0: must be > 0"),
+        (["train", "trainer.batch_size=0"], 2, "error: trainer.batch_size=0: must be >= 1"),
+        (["train", "dataset.std=-1"], 2, "error: dataset.std=-1.0: must be > 0"),
+        (["train", "model.g.activation=gelu"], 2, "model.g.activation='gelu' is not a choice"),
+        (["train", "device=cuda"], 2, "error: device=cuda: not available on this machine"),
+        (["train", "optimizer.g.lrr=1"], 1, "Could not override 'optimizer.g.lrr'"),
+        (["train", "trainer.batch_size=abc"], 1, "Error merging override trainer.batch_size"),
+        (["train", "dataset=imagenet"], 1, "Could not find 'dataset/imagenet'"),
+        (
+            ["train", "dataset=mnist", "dataset.root=nowhere", "dataset.download=false"],
+            1,
+            "MNIST train split not found in",
+        ),
+        (["resume", "nowhere"], 1, "is not a gantool run folder"),
+        (["sample", "nowhere.pt"], 1, "nowhere.pt: no such checkpoint file or run folder"),
+        (["fit"], 1, "unknown command 'fit'"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(tmp_path: Path, args, code, message) -> None:
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_missing_mnist_names_the_folder_and_files(tmp_path: Path) -> None:
+    done = run_cli(
+        "train", "dataset=mnist", "dataset.root=nowhere", "dataset.download=false", cwd=tmp_path
+    )
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in done.stderr
+    assert "train-images-idx3-ubyte" in done.stderr and "train-labels-idx1-ubyte" in done.stderr
+
+
+def test_resume_overrides_replace_the_saved_ones() -> None:
+    old = ["dataset=mnist", "trainer.steps=100", "+extra=1"]
+    new = ["trainer.steps=200", "extra=2"]
+    assert merge_overrides(old, new) == ["dataset=mnist", "trainer.steps=200", "extra=2"]
