@@ -47,6 +47,7 @@ class _Payload:
         return (open, (self.target, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "pwned"
     path = tmp_path / "evil.pt"

@@ -44,8 +44,9 @@ def test_model_optimizer_and_trainer_follow_the_dataset() -> None:
     gaussian, mnist = compose_config([]), compose_config(["dataset=mnist"])
     assert isinstance(gaussian.dataset, GaussianConfig)
     assert isinstance(mnist.dataset, MnistConfig)
-    assert gaussian.model.noise == "uniform" and gaussian.trainer.steps is not None
+    assert gaussian.model.noise == "uniform" and gaussian.trainer.steps == 3000
     assert mnist.model.g.out_activation == "tanh" and mnist.trainer.epochs == 20
+    assert gaussian.loss.r1_gamma == 10.0 and mnist.loss.r1_gamma == 0.0
     assert (mnist.dataset.root, mnist.dataset.split, mnist.dataset.download) == (
         "data",
         "train",
@@ -70,6 +71,9 @@ def test_presets_pin_the_reference_setups() -> None:
     assert (classic.model.g.activation, classic.model.g.out_activation) == ("relu", "tanh")
     assert classic.model.d.activation == "leaky_relu" and classic.model.d.negative_slope == 0.2
     assert classic.optimizer.d.lr == 2e-4 and classic.trainer.batch_size == 100
+
+    for preset in (seed, classic):
+        assert preset.loss.r1_gamma == 0.0 and preset.loss.g_loss == "non_saturating"
 
     keras = compose_config(["experiment=keras_mnist"])
     assert keras.model.latent_dim == 100 and keras.model.g.hidden == [256, 512, 1024]

@@ -10,6 +10,7 @@ Heavy modules (torch, torchvision, matplotlib) are imported only once a command 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -72,23 +73,28 @@ def run_train(args: list[str]) -> None:
     app(_train_job)()
 
 
-def _train_job(dict_cfg) -> float | None:
+def _train_job(dict_cfg) -> None:
     """One training job: Hydra calls this once per run, or once per job of a sweep."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from gantool.config import to_config
 
+    hydra_cfg = HydraConfig.get()
     try:
         cfg = to_config(dict_cfg)
         from gantool.trainer import train  # imports torch: only once a run really starts
 
-        summary = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
     except GantoolError as e:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # Let Hydra record the failure and go on with the sweep's other jobs.
+            logging.getLogger("gantool").error("%s", e)
+            raise
         _exit(e)
     from gantool.console import print_summary
 
     print_summary(summary)
-    return summary["final"].get("train/g_loss")
 
 
 def resume(args: list[str]) -> None:

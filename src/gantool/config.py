@@ -123,6 +123,8 @@ class LossConfig:
 @dataclass
 class DeviceConfig:
     name: str = "auto"
+    # CPU threads for torch's intra-op work; 0 keeps torch's default (one per core).
+    num_threads: int = 0
 
 
 @dataclass
@@ -237,6 +239,7 @@ def validate(cfg: Config) -> None:
     _choice("loss.g_loss", cfg.loss.g_loss, G_LOSSES)
     _at_least("loss.r1_gamma", cfg.loss.r1_gamma, 0.0)
     _choice("device", cfg.device.name, DEVICES)
+    _at_least("device.num_threads", cfg.device.num_threads, 0)
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

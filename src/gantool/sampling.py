@@ -42,7 +42,7 @@ def sample_checkpoint(
 
     ckpt = resolve_checkpoint(path)
     device = resolve_device(device_name)
-    state = load_checkpoint(ckpt, device)
+    state = load_checkpoint(ckpt)
     cfg = to_config(state["config"])
     G = Generator(cfg.model, data_dim(cfg.dataset)).to(device)
     G.load_state_dict(state["gan"]["generator"])

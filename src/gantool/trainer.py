@@ -112,6 +112,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume, if run_dir holds checkpoints) and return the run's summary."""
     t = cfg.trainer
     device = resolve_device(cfg.device.name)
+    if cfg.device.num_threads > 0:
+        torch.set_num_threads(cfg.device.num_threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(t.seed)
     data = build_data(cfg.dataset, t.batch_size, t.seed, device)
@@ -129,7 +131,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     step = 0
     latest = latest_checkpoint(run_dir)
     if latest is not None:
-        state = load_checkpoint(latest, device)
+        state = load_checkpoint(latest)  # on CPU: load_state_dict copies onto the device
         _check_same_model(state["config"], cfg, latest)
         gan.load_state_dict(state["gan"])
         data.load_state_dict(state["data"])
@@ -191,28 +193,34 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     if step % t.checkpoint_every != 0:  # the last step always gets a checkpoint
         checkpoint()
-    samples = sample_file()
-    rows = metrics.rows()
-    if rows:
-        training_curves(rows, run_dir / "plots" / "losses.png")
     summary = {
         "run_dir": str(run_dir),
         "step": step,
         "train_seconds": seconds,
-        "final": rows[-1] if rows else {},
-        "samples": str(samples),
+        "samples": str(sample_file()),
+        **_report(cfg, gan.generator, metrics.rows(), run_dir, device),
     }
-    if isinstance(cfg.dataset, GaussianConfig):
-        if rows:
-            path = run_dir / "plots" / "moments.png"
-            moments_over_training(rows, cfg.dataset.mean, cfg.dataset.std, path)
-        eval_generator = torch.Generator(device).manual_seed(t.seed + 1)
-        z = sample_latent(t.num_eval_samples, cfg.model, device, eval_generator)
-        samples_eval = generate(gan.generator, z)
-        summary["num_eval_samples"] = t.num_eval_samples
-        summary["gaussian"] = gaussian_report(samples_eval, cfg.dataset.mean, cfg.dataset.std)
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _report(
+    cfg: Config, G: Generator, rows: list[dict], run_dir: Path, device: torch.device
+) -> dict:
+    """End-of-run plots and numbers: the last log row and, for the Gaussian, G's moments."""
+    report: dict = {"final": rows[-1] if rows else {}}
+    if rows:
+        training_curves(rows, run_dir / "plots" / "losses.png")
+    if isinstance(cfg.dataset, GaussianConfig):
+        mean, std = cfg.dataset.mean, cfg.dataset.std
+        if rows:
+            moments_over_training(rows, mean, std, run_dir / "plots" / "moments.png")
+        num = cfg.trainer.num_eval_samples
+        # Its own noise generator: the report does not move the training RNG.
+        z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(1))
+        report["num_eval_samples"] = num
+        report["gaussian"] = gaussian_report(generate(G, z), mean, std)
+    return report
 
 
 def _check_finite(row: dict) -> None:
