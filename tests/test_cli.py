@@ -27,7 +27,7 @@ def test_help_is_fast_and_imports_no_torch() -> None:
 def test_hydra_flags_keep_working(tmp_path: Path) -> None:
     job = run_cli("train", "--cfg", "job", "dataset=mnist", cwd=tmp_path)
     assert job.returncode == 0, job.stderr
-    assert "latent_dim: 64" in job.stdout and "split: train" in job.stdout
+    assert "latent_dim: 100" in job.stdout and "split: train" in job.stdout
     helped = run_cli("train", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "experiment: keras_mnist, seed_gaussian" in helped.stdout
     assert not (tmp_path / "outputs").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import FAST, compose_config
 from gantool.config import GaussianConfig, MnistConfig, config_dir, to_config, to_dict
@@ -132,3 +133,22 @@ def test_fast_overrides_shrink_every_preset() -> None:
     for name in options("experiment"):
         cfg = compose_config([f"experiment={name}", *FAST])
         assert cfg.trainer.steps == 6
+
+
+PINNED = {
+    "model": ["latent_dim", "noise"],
+    "model.g": ["hidden", "activation", "out_activation", "batch_norm", "dropout"],
+    "model.d": ["hidden", "activation", "batch_norm", "dropout", "features"],
+    "trainer": ["batch_size", "d_steps", "g_steps"],
+}
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_presets_pin_every_setting_that_shapes_training(name: str) -> None:
+    # A preset must not change when a dataset's default config does.
+    preset = OmegaConf.load(CONFIGS / "experiment" / f"{name}.yaml")
+    for section, keys in PINNED.items():
+        node = OmegaConf.select(preset, section)
+        missing = [k for k in keys if node is None or k not in node]
+        assert not missing, f"{name} leaves {section}.{missing} to the dataset default"
+    assert preset.trainer.get("steps") is not None or preset.trainer.get("epochs") is not None
