@@ -7,6 +7,7 @@ crash never leaves a half-written file under a checkpoint's name.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 
 from gantool.errors import GantoolError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^step_(\d+)\.pt$")
 LAST = "last.pt"
@@ -73,12 +76,40 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
         raise GantoolError(f"cannot load checkpoint {path}: {reason}") from e
 
 
+def load_latest(run_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, or None if the run has none.
+
+    A newer one that fails to load (truncated, corrupt) is renamed to ``*.pt.corrupt`` with a
+    warning, so it is kept for inspection but never picked again.
+    """
+    found = list_checkpoints(run_dir)
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path)
+        except GantoolError as e:
+            log.warning("%s; falling back to the previous checkpoint", e)
+            path.rename(path.with_name(path.name + ".corrupt"))
+    if found:
+        raise GantoolError(f"no loadable checkpoint in {checkpoint_dir(run_dir)}")
+    return None
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete temporary files left by a process killed while writing a checkpoint."""
+    folder = checkpoint_dir(run_dir)
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink()
+
+
 def _atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
+        raise GantoolError(f"cannot write {path}: {e}") from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

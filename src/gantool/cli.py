@@ -10,12 +10,13 @@ Heavy modules (torch, torchvision, matplotlib) are imported only once a command 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, Interrupted
 
 USAGE = """\
 usage: gantool COMMAND [ARGS]
@@ -64,13 +65,23 @@ def main(argv: list[str] | None = None) -> None:
 def run_train(args: list[str]) -> None:
     """Run the Hydra app behind `gantool train` with these command-line arguments."""
     import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     from gantool.config import config_dir, register_configs
+    from gantool.errors import ConfigError, describe_config_error
 
     register_configs()
     sys.argv = [sys.argv[0], *args]
+    # Hydra then raises its errors instead of printing them with a traceback and exit 1.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     app = hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
-    app(_train_job)()
+    try:
+        app(_train_job)()
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(describe_config_error(e)) from e
+    except OSError as e:  # Hydra creating the run folder
+        raise GantoolError(f"cannot write {e.filename or 'the run folder'}: {e.strerror}") from e
 
 
 def _train_job(dict_cfg) -> None:
@@ -81,20 +92,34 @@ def _train_job(dict_cfg) -> None:
     from gantool.config import to_config
 
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         cfg = to_config(dict_cfg)
         from gantool.trainer import train  # imports torch: only once a run really starts
 
-        summary = train(cfg, Path(hydra_cfg.runtime.output_dir))
+        summary = train(cfg, run_dir)
     except GantoolError as e:
+        _record_failure(run_dir, e)
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            # Let Hydra record the failure and go on with the sweep's other jobs.
+            # Hydra goes on with the sweep's other jobs and raises this one at the end.
             logging.getLogger("gantool").error("%s", e)
-            raise
+            overrides = " ".join(hydra_cfg.overrides.task)
+            failure = GantoolError(f"job {hydra_cfg.job.num} ({overrides}) failed: {e}")
+            failure.exit_code = e.exit_code
+            raise failure from e
         _exit(e)
     from gantool.console import print_summary
 
     print_summary(summary)
+
+
+def _record_failure(run_dir: Path, error: GantoolError) -> None:
+    """Leave summary.json saying how the run ended, for the user and for sweep reports."""
+    from gantool.outputs import write_json
+
+    status = "interrupted" if isinstance(error, Interrupted) else "failed"
+    with contextlib.suppress(OSError):  # if the folder itself failed, the error line says so
+        write_json(run_dir / "summary.json", {"status": status, "error": str(error)})
 
 
 def resume(args: list[str]) -> None:

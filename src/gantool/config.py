@@ -8,13 +8,15 @@ plain :class:`Config` that the rest of gantool uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from gantool.errors import ConfigError
+from gantool.errors import ConfigError, describe_config_error
 
 ACTIVATIONS = ("elu", "leaky_relu", "relu", "tanh", "sigmoid")
 OUT_ACTIVATIONS = ("none", *ACTIVATIONS)
@@ -156,20 +158,40 @@ def config_dir() -> Path:
 # --- conversion and checks ----------------------------------------------------------------------
 def to_config(cfg: DictConfig | dict) -> Config:
     """Turn a composed config (or a checkpoint's plain dict) into a checked :class:`Config`."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
+    if isinstance(cfg, DictConfig):  # as plain values: a typed source would keep stray keys
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = OmegaConf.create(cfg)
     name = OmegaConf.select(cfg, "dataset.name")
     if name not in DATASET_SCHEMAS:
         raise ConfigError(_choice_message("dataset.name", name, tuple(DATASET_SCHEMAS)))
     # Merging into the schemas re-applies their types, so a plain dict is checked like YAML.
-    typed = OmegaConf.merge(
-        OmegaConf.structured(Config),
-        {"dataset": OmegaConf.structured(DATASET_SCHEMAS[name])},
-        cfg,
-    )
-    config: Config = OmegaConf.to_object(typed)
+    try:
+        schema = OmegaConf.structured(Config)
+        schema.dataset = OmegaConf.structured(DATASET_SCHEMAS[name])
+        OmegaConf.set_struct(schema, True)  # a key the schema lacks is an error, even `+key=`
+        typed = OmegaConf.merge(schema, cfg)
+        config: Config = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as e:
+        raise ConfigError(describe_config_error(e)) from e
     validate(config)
     return config
+
+
+def load_config(overrides: list[str]) -> Config:
+    """Compose `configs/train.yaml` with overrides, as `gantool train` does, and check it.
+
+    Every mistake, Hydra's included, comes out as a ConfigError with a one-line message.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    register_configs()
+    try:
+        with initialize_config_dir(str(config_dir()), version_base=None):
+            composed = compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(describe_config_error(e)) from e
+    return to_config(composed)
 
 
 def to_dict(config: Config) -> dict:
@@ -181,6 +203,7 @@ def validate(cfg: Config) -> None:
     """Raise ConfigError naming the first key whose value is out of range or not a choice."""
     ds = cfg.dataset
     if isinstance(ds, GaussianConfig):
+        _finite("dataset.mean", ds.mean)
         _positive("dataset.std", ds.std)
     else:
         _choice("dataset.split", ds.split, SPLITS)
@@ -212,6 +235,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.steps and trainer.epochs are both unset: set one of them")
     if t.steps is not None:
         _at_least("trainer.steps", t.steps, 1)
+        check_intervals(t, t.steps)
     elif isinstance(ds, GaussianConfig):
         raise ConfigError(
             "trainer.epochs: the gaussian dataset is endless; set trainer.steps instead"
@@ -251,14 +275,34 @@ def _choice_message(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     return f"{key}={value!r} is not a choice: expected one of {', '.join(allowed)}"
 
 
+def _finite(key: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value}: must be a finite number")
+
+
 def _positive(key: str, value: float) -> None:
+    _finite(key, value)
     if not value > 0:
         raise ConfigError(f"{key}={value}: must be > 0")
 
 
 def _at_least(key: str, value: float, low: float) -> None:
+    _finite(key, value)
     if not value >= low:
         raise ConfigError(f"{key}={value}: must be >= {low}")
+
+
+def check_intervals(trainer: TrainerConfig, total_steps: int) -> None:
+    """Every interval must fit in the run, or its output would never appear."""
+    keys = ("log_every", "sample_every", "checkpoint_every")
+    too_long = [
+        f"trainer.{k}={getattr(trainer, k)}" for k in keys if getattr(trainer, k) > total_steps
+    ]
+    if too_long:
+        raise ConfigError(
+            f"{', '.join(too_long)}: longer than the run ({total_steps} steps); lower "
+            f"{'it' if len(too_long) == 1 else 'them'} or lengthen the run"
+        )
 
 
 def _half_open_unit(key: str, value: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +11,17 @@ from pathlib import Path
 import torch
 
 from gantool import losses
-from gantool.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from gantool.config import Config, GaussianConfig, to_dict
+from gantool.checkpoint import (
+    latest_checkpoint,
+    load_latest,
+    remove_temporaries,
+    save_checkpoint,
+)
+from gantool.config import Config, GaussianConfig, check_intervals, to_dict
 from gantool.console import ProgressBar
 from gantool.data import build_data
 from gantool.device import resolve_device
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, Interrupted
 from gantool.metrics import gaussian_report
 from gantool.models import Discriminator, Generator, generate, sample_latent
 from gantool.optim import build_optimizer
@@ -23,6 +29,7 @@ from gantool.outputs import MetricsLog, write_json
 from gantool.plots import moments_over_training, training_curves
 from gantool.rng import rng_state, seed_everything, set_rng_state
 from gantool.sampling import save_samples
+from gantool.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +116,32 @@ def train_step(gan: GAN, data, cfg: Config, device: torch.device) -> torch.Tenso
 
 
 def train(cfg: Config, run_dir: Path) -> dict:
-    """Train (or resume, if run_dir holds checkpoints) and return the run's summary."""
+    """Train (or resume, if run_dir holds checkpoints) and return the run's summary.
+
+    Every failure a user can act on comes out as a GantoolError with a one-line message.
+    """
+    try:
+        return _train(cfg, run_dir)
+    except torch.OutOfMemoryError as e:
+        raise GantoolError(f"out of memory: {_first_line(e)}; {_SMALLER}") from e
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):
+            raise
+        raise GantoolError(f"out of memory: {_first_line(e)}; {_SMALLER}") from e
+    except MemoryError as e:
+        raise GantoolError(f"out of memory; {_SMALLER}") from e
+    except OSError as e:
+        raise GantoolError(f"cannot write {e.filename or run_dir}: {e.strerror or e}") from e
+
+
+_SMALLER = "try a smaller trainer.batch_size, model.*.hidden or trainer.num_samples"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _train(cfg: Config, run_dir: Path) -> dict:
     t = cfg.trainer
     device = resolve_device(cfg.device.name)
     if cfg.device.num_threads > 0:
@@ -117,34 +149,48 @@ def train(cfg: Config, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(t.seed)
     data = build_data(cfg.dataset, t.batch_size, t.seed, device)
-    gan = GAN.build(cfg, data.data_dim, device)
-    # The same noise for every sample grid, so grids can be compared across steps.
-    fixed_generator = torch.Generator(device).manual_seed(t.seed)
-    fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed_generator)
     if t.steps is not None:
         total_steps = t.steps
     else:  # each step uses d_steps batches
         total_steps = max(1, t.epochs * data.batches_per_epoch // t.d_steps)
+        check_intervals(t, total_steps)
+    gan = GAN.build(cfg, data.data_dim, device)
+    # The same noise for every sample grid, so grids can be compared across steps.
+    fixed_generator = torch.Generator(device).manual_seed(t.seed)
+    fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed_generator)
 
     # Statistics summed since the last log row; checkpoints carry them so rows resume exactly.
     stats_sum, count = torch.zeros(len(STAT_KEYS), device=device), 0
     step = 0
-    latest = latest_checkpoint(run_dir)
+    remove_temporaries(run_dir)
+    latest = load_latest(run_dir)  # on CPU: load_state_dict copies onto the device
     if latest is not None:
-        state = load_checkpoint(latest)  # on CPU: load_state_dict copies onto the device
-        _check_same_model(state["config"], cfg, latest)
+        path, state = latest
+        _check_same_model(state["config"], cfg, path)
         gan.load_state_dict(state["gan"])
         data.load_state_dict(state["data"])
         set_rng_state(state["rng"])
         fixed_noise = state["fixed_noise"].to(device)
         stats_sum, count = state["stats"]["sum"].to(device), state["stats"]["count"]
         step = state["step"]
-        log.info("Resumed from %s at step %d", latest, step)
+        log.info("Resumed from %s at step %d", path, step)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     # Rows after the checkpoint are logged again; so is a row for a partial interval.
     metrics.truncate_after(step if step % t.log_every == 0 else step - 1)
+    # The first step whose losses were not finite (-1: none), tracked on the device.
+    nonfinite_step = torch.tensor(-1, device=device)
 
-    def checkpoint() -> None:
+    def check_finite() -> None:  # a host sync: only at log rows and checkpoints
+        bad = int(nonfinite_step)
+        if bad >= 0:
+            kept = latest_checkpoint(run_dir)
+            raise GantoolError(
+                f"training diverged: a loss was not finite at step {bad}; stopped at step "
+                f"{step}, kept {kept.name if kept else 'no checkpoint'} as the last good one"
+            )
+
+    def checkpoint() -> Path:
+        check_finite()
         state = {
             "step": step,
             "gan": gan.state_dict(),
@@ -154,7 +200,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
             "stats": {"sum": stats_sum.cpu(), "count": count},
             "config": to_dict(cfg),
         }
-        save_checkpoint(state, run_dir, step, t.keep_checkpoints)
+        return save_checkpoint(state, run_dir, step, t.keep_checkpoints)
 
     def sample_file() -> Path:
         path = run_dir / "samples" / f"step_{step:07d}.png"
@@ -169,15 +215,18 @@ def train(cfg: Config, run_dir: Path) -> dict:
         run_dir,
     )
     started = time.perf_counter()
-    with ProgressBar(total_steps, step) as bar:
+    with ProgressBar(total_steps, step) as bar, StopRequest() as stop:
         while step < total_steps:
-            stats_sum += train_step(gan, data, cfg, device)
-            count += 1
+            stats = train_step(gan, data, cfg, device)
             step += 1
+            stats_sum += stats
+            count += 1
+            bad = (nonfinite_step < 0) & ~torch.isfinite(stats[:2]).all()
+            nonfinite_step = torch.where(bad, step, nonfinite_step)
             if step % t.log_every == 0 or step == total_steps:
+                check_finite()
                 values = (stats_sum / count).tolist()  # the one host sync per log interval
                 row = {"step": step, **dict(zip(STAT_KEYS, values, strict=True))}
-                _check_finite(row)
                 metrics.append(row)
                 if step % t.log_every == 0:  # a last, partial interval stays in the checkpoint
                     stats_sum.zero_()
@@ -189,11 +238,20 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 sample_file()
             if step % t.checkpoint_every == 0:
                 checkpoint()
+            if stop.signum is not None:
+                saved = checkpoint()
+                name = signal.Signals(stop.signum).name
+                raise Interrupted(
+                    f"{name} at step {step}: saved {saved}; continue with "
+                    f"`gantool resume {run_dir}`",
+                    stop.signum,
+                )
     seconds = time.perf_counter() - started
 
     if step % t.checkpoint_every != 0:  # the last step always gets a checkpoint
         checkpoint()
     summary = {
+        "status": "completed",
         "run_dir": str(run_dir),
         "step": step,
         "train_seconds": seconds,
@@ -223,27 +281,27 @@ def _report(
     return report
 
 
-def _check_finite(row: dict) -> None:
-    bad = [k for k, v in row.items() if v != v or v in (float("inf"), float("-inf"))]
-    if bad:
-        raise GantoolError(
-            f"training diverged by step {row['step']}: {', '.join(bad)} not finite; the last "
-            "good checkpoint is kept"
-        )
+# Dataset settings that say where the files are, not what is learned.
+RESUME_MAY_CHANGE = {"dataset.root", "dataset.download"}
 
 
 def _check_same_model(saved: dict, cfg: Config, path: Path) -> None:
-    """Refuse to resume when the settings that shape the model or data have changed."""
+    """Refuse to resume when a setting that shapes the model or the data has changed.
+
+    Lengths, intervals, learning rates and the like may change; they only steer what follows.
+    """
     now = _flatten(to_dict(cfg))
     before = _flatten(saved)
     keys = sorted(
         k
         for k in before.keys() | now.keys()
-        if (k.startswith("model.") or k == "dataset.name") and before.get(k) != now.get(k)
+        if k.startswith(("model.", "dataset."))
+        and k not in RESUME_MAY_CHANGE
+        and before.get(k) != now.get(k)
     )
     if keys:
         changes = ", ".join(f"{k} ({before.get(k)} -> {now.get(k)})" for k in keys)
-        raise GantoolError(f"cannot resume from {path}: the model settings differ: {changes}")
+        raise GantoolError(f"cannot resume from {path}: these settings differ: {changes}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
