@@ -95,7 +95,7 @@ BAD_INPUTS = [
         2,
         "trainer.batch_size: Value 'abc' of type 'str' could not be converted to Integer",
     ),
-    (["train", "model.g.hidden=[1,"], 2, "cannot parse the overrides"),
+    (["train", "model.g.hidden=[1,"], 2, "cannot parse the override 'model.g.hidden=[1,'"),
     (
         ["train", "dataset=imagenet"],
         2,

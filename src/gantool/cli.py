@@ -34,10 +34,11 @@ examples:
   gantool train dataset=mnist dataset.root=data   # the MLP GAN on MNIST
   gantool train experiment=keras_mnist            # a preset: seed_gaussian, seed_mnist, keras_mnist
   gantool train -m optimizer.g.lr=1e-3,2e-4       # a sweep, one folder per job
-  gantool resume outputs/2026-01-01/12-00-00-000000 trainer.steps=4000
+  gantool resume outputs/2026-01-01/12-00-00-4242 trainer.steps=4000
 """
 
 HYDRA_COMPLETION_FLAGS = ("-sc", "--shell-completion")
+_JOB_STARTED = False  # errors before the first job are Hydra composing the config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,8 +79,10 @@ def run_train(args: list[str]) -> None:
     app = hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
     try:
         app(_train_job)()
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(describe_config_error(e)) from e
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        if _JOB_STARTED:  # not a config error: a bug, whose traceback should be seen
+            raise
+        raise ConfigError(describe_config_error(e, args)) from e
     except OSError as e:  # Hydra creating the run folder
         raise GantoolError(f"cannot write {e.filename or 'the run folder'}: {e.strerror}") from e
 
@@ -91,6 +94,8 @@ def _train_job(dict_cfg) -> None:
 
     from gantool.config import to_config
 
+    global _JOB_STARTED
+    _JOB_STARTED = True
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:

@@ -9,6 +9,7 @@ plain :class:`Config` that the rest of gantool uses.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,8 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore, where the YAML files' defaults lists find them."""
     from hydra.core.config_store import ConfigStore
 
+    # ${pid:} in the run folder's name: two runs started in the same second never share one.
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="train", node=Config)
     for name, schema in DATASET_SCHEMAS.items():
@@ -158,9 +161,12 @@ def config_dir() -> Path:
 # --- conversion and checks ----------------------------------------------------------------------
 def to_config(cfg: DictConfig | dict) -> Config:
     """Turn a composed config (or a checkpoint's plain dict) into a checked :class:`Config`."""
-    if isinstance(cfg, DictConfig):  # as plain values: a typed source would keep stray keys
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = OmegaConf.create(cfg)
+    try:
+        if isinstance(cfg, DictConfig):  # as plain values: a typed source would keep stray keys
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = OmegaConf.create(cfg)
+    except OmegaConfBaseException as e:  # a bad ${...} interpolation, say
+        raise ConfigError(describe_config_error(e)) from e
     name = OmegaConf.select(cfg, "dataset.name")
     if name not in DATASET_SCHEMAS:
         raise ConfigError(_choice_message("dataset.name", name, tuple(DATASET_SCHEMAS)))
@@ -183,14 +189,14 @@ def load_config(overrides: list[str]) -> Config:
     Every mistake, Hydra's included, comes out as a ConfigError with a one-line message.
     """
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException  # Hydra also raises ValueError for `group=null`
 
     register_configs()
     try:
         with initialize_config_dir(str(config_dir()), version_base=None):
             composed = compose("train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(describe_config_error(e)) from e
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(describe_config_error(e, overrides)) from e
     return to_config(composed)
 
 
@@ -264,6 +270,12 @@ def validate(cfg: Config) -> None:
     _at_least("loss.r1_gamma", cfg.loss.r1_gamma, 0.0)
     _choice("device", cfg.device.name, DEVICES)
     _at_least("device.num_threads", cfg.device.num_threads, 0)
+    cores = os.cpu_count() or 1
+    if cfg.device.num_threads > cores:
+        raise ConfigError(
+            f"device.num_threads={cfg.device.num_threads}: this machine has {cores} cores; "
+            f"use 0 (torch's default) to {cores}"
+        )
 
 
 def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

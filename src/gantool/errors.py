@@ -27,15 +27,20 @@ class Interrupted(GantoolError):
         self.exit_code = 128 + signum
 
 
-def describe_config_error(error: Exception) -> str:
-    """One line for a Hydra or OmegaConf composition error: the key, the value, what is allowed."""
+def describe_config_error(error: Exception, overrides: list[str] | None = None) -> str:
+    """One line for a Hydra or OmegaConf composition error: the key, the value, what is allowed.
+
+    `overrides`, when given, lets a parse error name the override that failed.
+    """
     cause = error.__cause__ if error.__cause__ is not None else error
     text = str(error)
-    missing = re.search(r"Could not find '(.+)/([^'/]+)'", text)
+    missing = re.search(r"Could not (?:find|load) '(.+)/([^'/]+)'", text)
     if missing:
         group, option = missing.groups()
         available = re.search(r"Available options in '[^']+':\n((?:\t.*\n?)+)", text)
-        choices = ", ".join(available.group(1).split()) if available else "none"
+        if not available:
+            return f"{group}={option} is not a choice (`gantool train --help` lists them)"
+        choices = ", ".join(available.group(1).split())
         return f"{group}={option} is not a choice: expected one of {choices}"
     full_key = getattr(cause, "full_key", None)
     object_type = getattr(cause, "object_type", None)
@@ -54,6 +59,37 @@ def describe_config_error(error: Exception) -> str:
         return f"{full_key}: no such key{hint}{listing}"
     if full_key:
         return f"{full_key}: {first_line}"
+    if "Config group override must be" in text:  # Hydra's ValueError for `group=null`, `group=0`
+        culprit = _not_an_option_name(overrides or [])
+        return f"{culprit or 'a config group'}: a config group takes the name of one of its options"
     if type(error).__name__ == "OverrideParseException":
-        return f"cannot parse the overrides: {first_line}"
+        culprit = _unparsable(overrides or [])
+        what = f"the override {culprit!r}" if culprit else "the overrides"
+        return f"cannot parse {what}: {first_line}"
     return first_line
+
+
+def _not_an_option_name(overrides: list[str]) -> str | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parsed = parser.parse_override(override)
+        except Exception:  # Hydra's parse errors have no common public base
+            continue
+        if "." not in parsed.key_or_group and not isinstance(parsed.value(), str | list):
+            return override
+    return None
+
+
+def _unparsable(overrides: list[str]) -> str | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except Exception:  # Hydra's parse errors have no common public base
+            return override
+    return None

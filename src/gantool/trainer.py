@@ -202,10 +202,9 @@ def _train(cfg: Config, run_dir: Path) -> dict:
         }
         return save_checkpoint(state, run_dir, step, t.keep_checkpoints)
 
-    def sample_file() -> Path:
+    def sample_file() -> None:
         path = run_dir / "samples" / f"step_{step:07d}.png"
         save_samples(generate(gan.generator, fixed_noise), cfg.dataset, path, f"step {step}")
-        return path
 
     log.info(
         "Training %s for %d steps on %s; run folder %s",
@@ -250,12 +249,15 @@ def _train(cfg: Config, run_dir: Path) -> dict:
 
     if step % t.checkpoint_every != 0:  # the last step always gets a checkpoint
         checkpoint()
+    samples = run_dir / "samples" / f"step_{step:07d}.png"
+    if not samples.exists():  # the last step always gets a sample image
+        sample_file()
     summary = {
         "status": "completed",
         "run_dir": str(run_dir),
         "step": step,
         "train_seconds": seconds,
-        "samples": str(sample_file()),
+        "samples": str(samples),
         **_report(cfg, gan.generator, metrics.rows(), run_dir, device),
     }
     write_json(run_dir / "summary.json", summary)
