@@ -115,6 +115,8 @@ def test_checkpoint_dict_converts_back_to_the_same_config() -> None:
         ("trainer.steps=null", "trainer.steps and trainer.epochs are both unset"),
         ("trainer.steps=null trainer.epochs=3", "trainer.epochs: the gaussian dataset is endless"),
         ("trainer.d_steps=0", "trainer.d_steps=0: must be >= 1"),
+        ("trainer.seed=4294967296", "trainer.seed=4294967296: must be in [0, 2**32)"),
+        ("trainer.seed=-1", "trainer.seed=-1: must be in [0, 2**32)"),
     ],
 )
 def test_out_of_range_values_fail_with_one_line_naming_the_key(override, message) -> None:

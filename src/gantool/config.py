@@ -260,7 +260,8 @@ def validate(cfg: Config) -> None:
         "num_eval_samples",
     ):
         _at_least(f"trainer.{key}", getattr(t, key), 1)
-    _at_least("trainer.seed", t.seed, 0)
+    if not 0 <= t.seed < 2**32:  # numpy's seeds are 32-bit
+        raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32)")
     if m.d.features == "moments" and t.batch_size < 4:
         raise ConfigError(
             f"trainer.batch_size={t.batch_size}: model.d.features=moments needs at least 4"
