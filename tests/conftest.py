@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from gantool.config import Config, config_dir, register_configs, to_config
@@ -80,3 +81,14 @@ def only_run_dir(outputs: Path) -> Path:
     dirs = [p.parent for p in outputs.rglob(".hydra")]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+def equal_state(a, b) -> bool:
+    """Exact equality of nested checkpoint state: tensors bit for bit, containers by item."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(equal_state(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(equal_state(x, y) for x, y in zip(a, b, strict=True))
+    return a == b

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
-from conftest import FAST, compose_config
+from conftest import FAST, compose_config, equal_state
 from gantool.checkpoint import latest_checkpoint, load_checkpoint
 from gantool.errors import GantoolError
 from gantool.outputs import MetricsLog
@@ -127,8 +126,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_mnist: P
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
     assert a["step"] == b["step"] == 7
     for part in ("generator", "discriminator", "g_optimizer", "d_optimizer"):
-        assert _equal(a["gan"][part], b["gan"][part]), part
-    assert _equal(a["rng"], b["rng"]) and _equal(a["data"], b["data"])
+        assert equal_state(a["gan"][part], b["gan"][part]), part
+    assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 
@@ -153,13 +152,3 @@ def test_sample_from_a_run_folder_and_a_checkpoint(tmp_path: Path, tiny_mnist: P
     (grid,) = sample_checkpoint(mnist / "checkpoints" / "step_0000003.pt", 16, None, 0, "cpu")
     assert grid == mnist / "samples" / "sample_step_0000003.png"
     assert Image.open(grid).size == (2 + 4 * 30, 2 + 4 * 30)
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, compose_config, run_cli
+from conftest import FAST, compose_config, equal_state, run_cli
 from gantool.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from gantool.errors import GantoolError
 from gantool.outputs import MetricsLog
@@ -46,8 +46,8 @@ def assert_same_run(run: Path, reference: Path) -> None:
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (run, reference))
     assert a["step"] == b["step"]
     for part, tensors in a["gan"].items():
-        assert _equal(tensors, b["gan"][part]), part
-    assert _equal(a["rng"], b["rng"]) and _equal(a["data"], b["data"])
+        assert equal_state(tensors, b["gan"][part]), part
+    assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
     assert (
         MetricsLog(run / "metrics.jsonl").rows() == MetricsLog(reference / "metrics.jsonl").rows()
     )
@@ -169,16 +169,6 @@ def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path) -> None:
     summaries = list((tmp_path / "outputs").rglob("summary.json"))
     assert len(summaries) == 2
     assert all(json.loads(p.read_text())["status"] == "failed" for p in summaries)
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 if os.name != "posix":  # pragma: no cover

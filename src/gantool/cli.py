@@ -38,7 +38,6 @@ examples:
 """
 
 HYDRA_COMPLETION_FLAGS = ("-sc", "--shell-completion")
-_JOB_STARTED = False  # errors before the first job are Hydra composing the config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,8 +65,6 @@ def main(argv: list[str] | None = None) -> None:
 def run_train(args: list[str]) -> None:
     """Run the Hydra app behind `gantool train` with these command-line arguments."""
     import hydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     from gantool.config import config_dir, register_configs
     from gantool.errors import ConfigError, describe_config_error
@@ -79,12 +76,16 @@ def run_train(args: list[str]) -> None:
     app = hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
     try:
         app(_train_job)()
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
-        if _JOB_STARTED:  # not a config error: a bug, whose traceback should be seen
-            raise
-        raise ConfigError(describe_config_error(e, args)) from e
+    except GantoolError:
+        raise
     except OSError as e:  # Hydra creating the run folder
         raise GantoolError(f"cannot write {e.filename or 'the run folder'}: {e.strerror}") from e
+    except Exception as e:
+        if getattr(e, "gantool_job", False):  # a bug inside a job: its traceback should be seen
+            raise
+        # Anything else failed while Hydra composed the config (it raises HydraException,
+        # OmegaConf errors, and for some inputs plain ValueError or TypeError).
+        raise ConfigError(describe_config_error(e, args)) from e
 
 
 def _train_job(dict_cfg) -> None:
@@ -94,8 +95,6 @@ def _train_job(dict_cfg) -> None:
 
     from gantool.config import to_config
 
-    global _JOB_STARTED
-    _JOB_STARTED = True
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -113,6 +112,9 @@ def _train_job(dict_cfg) -> None:
             failure.exit_code = e.exit_code
             raise failure from e
         _exit(e)
+    except Exception as e:
+        e.gantool_job = True  # tells run_train this is no config error
+        raise
     from gantool.console import print_summary
 
     print_summary(summary)

@@ -189,13 +189,12 @@ def load_config(overrides: list[str]) -> Config:
     Every mistake, Hydra's included, comes out as a ConfigError with a one-line message.
     """
     from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException  # Hydra also raises ValueError for `group=null`
 
     register_configs()
     try:
         with initialize_config_dir(str(config_dir()), version_base=None):
             composed = compose("train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
+    except Exception as e:  # Hydra raises its own errors, and ValueError or TypeError for some
         raise ConfigError(describe_config_error(e, overrides)) from e
     return to_config(composed)
 

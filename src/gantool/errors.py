@@ -59,13 +59,16 @@ def describe_config_error(error: Exception, overrides: list[str] | None = None) 
         return f"{full_key}: no such key{hint}{listing}"
     if full_key:
         return f"{full_key}: {first_line}"
-    if "Config group override must be" in text:  # Hydra's ValueError for `group=null`, `group=0`
-        culprit = _not_an_option_name(overrides or [])
-        return f"{culprit or 'a config group'}: a config group takes the name of one of its options"
+    culprit = _not_an_option_name(overrides or [])  # `group=null`, `group=0`, `group=[0]`
+    if culprit:
+        return f"{culprit}: a config group takes the name of one of its options"
     if type(error).__name__ == "OverrideParseException":
         culprit = _unparsable(overrides or [])
         what = f"the override {culprit!r}" if culprit else "the overrides"
         return f"cannot parse {what}: {first_line}"
+    if overrides and not type(error).__module__.startswith(("hydra", "omegaconf")):
+        # A plain TypeError or ValueError from inside Hydra says nothing of the input.
+        return f"cannot compose the config from {' '.join(overrides)}: {first_line}"
     return first_line
 
 
@@ -78,7 +81,9 @@ def _not_an_option_name(overrides: list[str]) -> str | None:
             parsed = parser.parse_override(override)
         except Exception:  # Hydra's parse errors have no common public base
             continue
-        if "." not in parsed.key_or_group and not isinstance(parsed.value(), str | list):
+        value = parsed.value()
+        names = value if isinstance(value, list) else [value]
+        if "." not in parsed.key_or_group and not all(isinstance(v, str) for v in names):
             return override
     return None
 
