@@ -78,11 +78,13 @@ def run_train(args: list[str]) -> None:
         app(_train_job)()
     except GantoolError:
         raise
-    except OSError as e:  # Hydra creating the run folder
-        raise GantoolError(f"cannot write {e.filename or 'the run folder'}: {e.strerror}") from e
     except Exception as e:
         if getattr(e, "gantool_job", False):  # a bug inside a job: its traceback should be seen
             raise
+        if isinstance(e, OSError) and not type(e).__module__.startswith("hydra"):
+            # Hydra creating the run folder (its MissingConfigException is an OSError too)
+            where = e.filename or "the run folder"
+            raise GantoolError(f"cannot write {where}: {e.strerror}") from e
         # Anything else failed while Hydra composed the config (it raises HydraException,
         # OmegaConf errors, and for some inputs plain ValueError or TypeError).
         raise ConfigError(describe_config_error(e, args)) from e
