@@ -39,7 +39,7 @@ def test_train_then_sample(tmp_path: Path) -> None:
     trained = run_cli("train", *FAST, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     run = only_run_dir(tmp_path / "outputs")
-    assert "Run folder" in trained.stdout and "excess_kurtosis" in trained.stdout
+    assert "Run folder" in trained.stdout and "KS statistic" in trained.stdout
     assert (run / "train.log").read_text().count("Training gaussian for 6 steps") == 1
     assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6]
 

@@ -44,7 +44,7 @@ def test_gaussian_run_fills_its_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["losses.png", "moments.png"]
     assert json.loads((run / "summary.json").read_text())["step"] == 6
     report = summary["gaussian"]
-    assert set(report) == {"mean", "std", "skewness", "excess_kurtosis"}
+    assert set(report) == {"mean", "std", "skewness", "excess_kurtosis", "ks", "w1"}
     assert report["mean"]["target"] == 4.0 and report["std"]["target"] == 1.25
     assert sorted(p.name for p in run.iterdir()) == [
         "checkpoints",

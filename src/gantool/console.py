@@ -14,6 +14,13 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console()
+
+# How the Gaussian report's keys read in the table.
+LABELS = {
+    "excess_kurtosis": "excess kurtosis",
+    "ks": "KS statistic",
+    "w1": "W1 distance",
+}
 stderr = Console(stderr=True)
 
 
@@ -76,7 +83,8 @@ def print_summary(summary: dict) -> None:
             table.add_column(col, justify="left" if col == "statistic" else "right")
         for name, v in report.items():
             diff = v["generated"] - v["target"]
-            table.add_row(name, f"{v['generated']:.4f}", f"{v['target']:.4f}", f"{diff:+.4f}")
+            label = LABELS.get(name, name)
+            table.add_row(label, f"{v['generated']:.4f}", f"{v['target']:.4f}", f"{diff:+.4f}")
         console.print(table)
     if summary.get("samples"):
         console.print(f"Samples:    {summary['samples']}")
