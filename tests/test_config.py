@@ -116,6 +116,7 @@ def test_checkpoint_dict_converts_back_to_the_same_config() -> None:
         ("trainer.steps=null trainer.epochs=3", "trainer.epochs: the gaussian dataset is endless"),
         ("trainer.d_steps=0", "trainer.d_steps=0: must be >= 1"),
         ("trainer.seed=4294967296", "trainer.seed=4294967296: must be in [0, 2**32)"),
+        ("trainer.ema_decay=1.0", "trainer.ema_decay=1.0: must be in [0, 1)"),
         ("trainer.seed=-1", "trainer.seed=-1: must be in [0, 2**32)"),
     ],
 )

@@ -7,14 +7,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from conftest import FAST, compose_config, equal_state
 from gantool.checkpoint import latest_checkpoint, load_checkpoint
 from gantool.errors import GantoolError
+from gantool.models import Generator, generate, sample_latent
 from gantool.outputs import MetricsLog
 from gantool.sampling import sample_checkpoint
-from gantool.trainer import STAT_KEYS, train
+from gantool.trainer import GAN, STAT_KEYS, train
 
 
 def mnist_overrides(root: Path, *extra: str) -> list[str]:
@@ -106,8 +108,13 @@ def test_real_mnist_test_split_trains(tmp_path: Path) -> None:
 
 RESUME_CASES = {
     "gaussian": [],
+    "gaussian with EMA": ["trainer.ema_decay=0.9"],
     "seed_gaussian (20 D and G steps)": ["experiment=seed_gaussian", "trainer.batch_size=50"],
-    "keras_mnist (BatchNorm)": ["MNIST", "experiment=keras_mnist"],
+    "keras_mnist (BatchNorm) with EMA": [
+        "MNIST",
+        "experiment=keras_mnist",
+        "trainer.ema_decay=0.5",
+    ],
     "mnist with dropout": ["MNIST", "model.d.dropout=0.3", "optimizer=sgd"],
 }
 
@@ -125,7 +132,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_mnist: P
 
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
     assert a["step"] == b["step"] == 7
-    for part in ("generator", "discriminator", "g_optimizer", "d_optimizer"):
+    assert a["gan"].keys() == b["gan"].keys()
+    for part in a["gan"]:
         assert equal_state(a["gan"][part], b["gan"][part]), part
     assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
@@ -152,3 +160,37 @@ def test_sample_from_a_run_folder_and_a_checkpoint(tmp_path: Path, tiny_mnist: P
     (grid,) = sample_checkpoint(mnist / "checkpoints" / "step_0000003.pt", 16, None, 0, "cpu")
     assert grid == mnist / "samples" / "sample_step_0000003.png"
     assert Image.open(grid).size == (2 + 4 * 30, 2 + 4 * 30)
+
+
+def test_ema_is_the_moving_average_of_the_generator() -> None:
+    cfg = compose_config([*FAST, "trainer.ema_decay=0.9", "model.g.batch_norm=true"])
+    gan = GAN.build(cfg, 1, torch.device("cpu"))
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.fill_(1.0)
+        for p in gan.ema.parameters():
+            p.fill_(0.0)
+    gan.generator(torch.rand(64, cfg.model.latent_dim))  # moves BatchNorm's running stats
+    gan.update_ema(0.9)
+    for p in gan.ema.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.1))  # 0.9 * 0 + 0.1 * 1
+    for ema_b, b in zip(gan.ema.buffers(), gan.generator.buffers(), strict=True):
+        assert torch.equal(ema_b, b)
+    assert gan.sampler is gan.ema
+    assert not any(p.requires_grad for p in gan.ema.parameters())
+
+
+def test_ema_is_what_samples_and_reports_use(tmp_path: Path) -> None:
+    cfg = compose_config([*FAST, "trainer.ema_decay=0.5"])
+    train(cfg, tmp_path)
+    state = load_checkpoint(latest_checkpoint(tmp_path))
+    g, ema = state["gan"]["generator"], state["gan"]["ema"]
+    assert any(not torch.equal(g[k], ema[k]) for k in g)
+
+    _, csv = sample_checkpoint(tmp_path, 100, tmp_path / "s.png", seed=3, device_name="cpu")
+    G = Generator(cfg.model, 1)
+    G.load_state_dict(ema)
+    z = sample_latent(100, cfg.model, torch.device("cpu"), torch.Generator().manual_seed(3))
+    expected = generate(G, z)[:, 0]
+    written = torch.tensor([float(v) for v in csv.read_text().splitlines()[1:]])
+    assert torch.allclose(written, expected.float(), rtol=1e-5, atol=1e-5)

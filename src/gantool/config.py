@@ -112,6 +112,9 @@ class TrainerConfig:
     keep_checkpoints: int = 3
     num_samples: int = 64  # size of the fixed noise batch behind every sample grid or histogram
     num_eval_samples: int = 100_000  # samples behind the end-of-run statistics
+    # Keep an exponential moving average of G's weights (0 turns it off); sample images, the
+    # end-of-run statistics and `gantool sample` then use it.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -259,6 +262,7 @@ def validate(cfg: Config) -> None:
         "num_eval_samples",
     ):
         _at_least(f"trainer.{key}", getattr(t, key), 1)
+    _half_open_unit("trainer.ema_decay", t.ema_decay)
     if not 0 <= t.seed < 2**32:  # numpy's seeds are 32-bit
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32)")
     if m.d.features == "moments" and t.batch_size < 4:

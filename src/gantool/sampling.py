@@ -45,7 +45,7 @@ def sample_checkpoint(
     state = load_checkpoint(ckpt)
     cfg = to_config(state["config"])
     G = Generator(cfg.model, data_dim(cfg.dataset)).to(device)
-    G.load_state_dict(state["gan"]["generator"])
+    G.load_state_dict(state["gan"].get("ema", state["gan"]["generator"]))  # EMA if trained
     z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
     samples = generate(G, z).cpu()  # (num, data_dim)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import time
@@ -50,24 +51,51 @@ class GAN:
     discriminator: Discriminator
     g_optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer
+    ema: Generator | None = None  # a moving average of G's weights, when trainer.ema_decay > 0
 
     @classmethod
     def build(cls, cfg: Config, data_dim: int, device: torch.device) -> GAN:
         g = Generator(cfg.model, data_dim).to(device)
         d = Discriminator(cfg.model.d, data_dim).to(device)
+        ema = copy.deepcopy(g).requires_grad_(False) if cfg.trainer.ema_decay > 0 else None
         return cls(
             g,
             d,
             build_optimizer(g.parameters(), cfg.optimizer.g),
             build_optimizer(d.parameters(), cfg.optimizer.d),
+            ema,
         )
 
+    @property
+    def sampler(self) -> Generator:
+        """The generator to draw samples from: the moving average when there is one."""
+        return self.ema if self.ema is not None else self.generator
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """ema <- decay * ema + (1 - decay) * G for weights; BatchNorm statistics are copied."""
+        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+            ema_p.lerp_(p, 1 - decay)
+        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
+            ema_b.copy_(b)
+
     def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict() for name in self.__dataclass_fields__}
+        return {
+            name: part.state_dict()
+            for name in self.__dataclass_fields__
+            if (part := getattr(self, name)) is not None
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for name in self.__dataclass_fields__:
-            getattr(self, name).load_state_dict(state[name])
+            part = getattr(self, name)
+            if part is None:
+                continue
+            if name == "ema" and "ema" not in state:  # EMA turned on when resuming
+                log.info("Starting the EMA generator from the checkpoint's generator")
+                part.load_state_dict(state["generator"])
+                continue
+            part.load_state_dict(state[name])
 
 
 def train_step(gan: GAN, data, cfg: Config, device: torch.device) -> torch.Tensor:
@@ -204,7 +232,7 @@ def _train(cfg: Config, run_dir: Path) -> dict:
 
     def sample_file() -> None:
         path = run_dir / "samples" / f"step_{step:07d}.png"
-        save_samples(generate(gan.generator, fixed_noise), cfg.dataset, path, f"step {step}")
+        save_samples(generate(gan.sampler, fixed_noise), cfg.dataset, path, f"step {step}")
 
     log.info(
         "Training %s for %d steps on %s; run folder %s",
@@ -217,6 +245,8 @@ def _train(cfg: Config, run_dir: Path) -> dict:
     with ProgressBar(total_steps, step) as bar, StopRequest() as stop:
         while step < total_steps:
             stats = train_step(gan, data, cfg, device)
+            if gan.ema is not None:
+                gan.update_ema(t.ema_decay)
             step += 1
             stats_sum += stats
             count += 1
@@ -258,7 +288,7 @@ def _train(cfg: Config, run_dir: Path) -> dict:
         "step": step,
         "train_seconds": seconds,
         "samples": str(samples),
-        **_report(cfg, gan.generator, metrics.rows(), run_dir, device),
+        **_report(cfg, gan.sampler, metrics.rows(), run_dir, device),
     }
     write_json(run_dir / "summary.json", summary)
     return summary
