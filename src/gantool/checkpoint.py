@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gantool.errors import GantoolError
+from gantool.errors import GantoolError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # pickle errors, truncated zip files, refused globals, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GantoolError(f"cannot load checkpoint {path}: {reason}") from e
+        raise GantoolError(f"cannot load checkpoint {path}: {first_line(e)}") from e
 
 
 def load_latest(run_dir: Path) -> tuple[Path, dict] | None:

@@ -14,6 +14,7 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console()
+stderr = Console(stderr=True)
 
 # How the Gaussian report's keys read in the table.
 LABELS = {
@@ -21,7 +22,6 @@ LABELS = {
     "ks": "KS statistic",
     "w1": "W1 distance",
 }
-stderr = Console(stderr=True)
 
 
 def print_error(message: str) -> None:

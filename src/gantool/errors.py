@@ -44,7 +44,7 @@ def describe_config_error(error: Exception, overrides: list[str] | None = None) 
         return f"{group}={option} is not a choice: expected one of {choices}"
     full_key = getattr(cause, "full_key", None)
     object_type = getattr(cause, "object_type", None)
-    first_line = str(getattr(cause, "msg", None) or cause).strip().splitlines()[0]
+    line = first_line(getattr(cause, "msg", None) or cause)
     if full_key and type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
         parent, _, key = full_key.rpartition(".")
         known = (
@@ -58,43 +58,48 @@ def describe_config_error(error: Exception, overrides: list[str] | None = None) 
         listing = f"; {where} {', '.join(known)}" if known else ""
         return f"{full_key}: no such key{hint}{listing}"
     if full_key:
-        return f"{full_key}: {first_line}"
+        return f"{full_key}: {line}"
     culprit = _not_an_option_name(overrides or [])  # `group=null`, `group=0`, `group=[0]`
     if culprit:
         return f"{culprit}: a config group takes the name of one of its options"
     if type(error).__name__ == "OverrideParseException":
         culprit = _unparsable(overrides or [])
         what = f"the override {culprit!r}" if culprit else "the overrides"
-        return f"cannot parse {what}: {first_line}"
+        return f"cannot parse {what}: {line}"
     if overrides and not type(error).__module__.startswith(("hydra", "omegaconf")):
         # A plain TypeError or ValueError from inside Hydra says nothing of the input.
-        return f"cannot compose the config from {' '.join(overrides)}: {first_line}"
-    return first_line
+        return f"cannot compose the config from {' '.join(overrides)}: {line}"
+    return line
 
 
-def _not_an_option_name(overrides: list[str]) -> str | None:
+def first_line(error: object) -> str:
+    """The first line of an error's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _parse_each(overrides: list[str]):
+    """Each override with Hydra's parse of it, or None where it does not parse."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     for override in overrides:
         try:
-            parsed = parser.parse_override(override)
+            yield override, parser.parse_override(override)
         except Exception:  # Hydra's parse errors have no common public base
+            yield override, None
+
+
+def _not_an_option_name(overrides: list[str]) -> str | None:
+    for override, parsed in _parse_each(overrides):
+        if parsed is None or "." in parsed.key_or_group:
             continue
         value = parsed.value()
         names = value if isinstance(value, list) else [value]
-        if "." not in parsed.key_or_group and not all(isinstance(v, str) for v in names):
+        if not all(isinstance(v, str) for v in names):
             return override
     return None
 
 
 def _unparsable(overrides: list[str]) -> str | None:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for override in overrides:
-        try:
-            parser.parse_override(override)
-        except Exception:  # Hydra's parse errors have no common public base
-            return override
-    return None
+    return next((o for o, parsed in _parse_each(overrides) if parsed is None), None)

@@ -22,7 +22,7 @@ from gantool.config import Config, GaussianConfig, check_intervals, to_dict
 from gantool.console import ProgressBar
 from gantool.data import build_data
 from gantool.device import resolve_device
-from gantool.errors import GantoolError, Interrupted
+from gantool.errors import GantoolError, Interrupted, first_line
 from gantool.metrics import gaussian_report
 from gantool.models import Discriminator, Generator, generate, sample_latent
 from gantool.optim import build_optimizer
@@ -150,12 +150,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     """
     try:
         return _train(cfg, run_dir)
-    except torch.OutOfMemoryError as e:
-        raise GantoolError(f"out of memory: {_first_line(e)}; {_SMALLER}") from e
-    except RuntimeError as e:
-        if "can't allocate memory" not in str(e):
+    except RuntimeError as e:  # CUDA's OutOfMemoryError is one; the CPU allocator's is plain
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
             raise
-        raise GantoolError(f"out of memory: {_first_line(e)}; {_SMALLER}") from e
+        raise GantoolError(f"out of memory: {first_line(e)}; {_SMALLER}") from e
     except MemoryError as e:
         raise GantoolError(f"out of memory; {_SMALLER}") from e
     except OSError as e:
@@ -163,10 +161,6 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
 
 _SMALLER = "try a smaller trainer.batch_size, model.*.hidden or trainer.num_samples"
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _train(cfg: Config, run_dir: Path) -> dict:
@@ -265,10 +259,9 @@ def _train(cfg: Config, run_dir: Path) -> dict:
                 bar.update(step)
             if step % t.sample_every == 0:
                 sample_file()
-            if step % t.checkpoint_every == 0:
-                checkpoint()
-            if stop.signum is not None:
+            if step % t.checkpoint_every == 0 or stop.signum is not None:
                 saved = checkpoint()
+            if stop.signum is not None:
                 name = signal.Signals(stop.signum).name
                 raise Interrupted(
                     f"{name} at step {step}: saved {saved}; continue with "
