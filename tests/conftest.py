@@ -56,6 +56,18 @@ def write_tiny_mnist(root: Path, split: str = "test", num: int = 64, gz: bool = 
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The LeNet cache of the whole session, in a temporary folder: tests never write to ~."""
+    before = os.environ.get("GANTOOL_CACHE_DIR")
+    os.environ["GANTOOL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        del os.environ["GANTOOL_CACHE_DIR"]
+    else:
+        os.environ["GANTOOL_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
     return write_tiny_mnist(tmp_path / "data")
@@ -89,3 +101,22 @@ def equal_state(a, b) -> bool:
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(equal_state(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+def assert_sweep_with_a_failed_job(sweep: Path, done: subprocess.CompletedProcess) -> None:
+    """The sweep `-m dataset.std=1.25,-1,2` with FAST: jobs 0 and 2 trained, job 1 failed on
+    its config, and the sweep as a whole failed with job 1's line."""
+    import json
+
+    for job, std in (("0", "1.25"), ("2", "2")):
+        assert (sweep / job / "checkpoints" / "last.pt").is_file()
+        assert f"dataset.std={std}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["step"] == 6
+    failed = json.loads((sweep / "1" / "summary.json").read_text())
+    assert failed == {"status": "failed", "error": "dataset.std=-1.0: must be > 0"}
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: job 1 (dataset.std=-1 " + " ".join(FAST) + ") failed: dataset.std=-1.0: must be > 0"
+    )
+    assert "Traceback" not in done.stderr

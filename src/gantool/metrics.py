@@ -48,3 +48,108 @@ def gaussian_report(samples: torch.Tensor, mean: float, std: float) -> dict[str,
     want = [mean, std, 0.0, 0.0, 0.0, 0.0]
     names = ["mean", "std", "skewness", "excess_kurtosis", "ks", "w1"]
     return {n: {"generated": g, "target": w} for n, g, w in zip(names, got, want, strict=True)}
+
+
+# --- image metrics on classifier features (MNIST) ----------------------------------------------
+
+
+def gaussian_fit(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (F,) and covariance (F, F) of features (N, F), in float64 (unbiased, N - 1)."""
+    x = features.double()
+    mean = x.mean(dim=0)
+    centred = x - mean  # (N, F)
+    return mean, centred.T @ centred / max(1, len(x) - 1)
+
+
+def frechet_gaussians(
+    mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor
+) -> float:
+    """Fréchet (2-Wasserstein²) distance between N(mean1, cov1) and N(mean2, cov2):
+    |mean1 - mean2|² + tr(cov1 + cov2 - 2 (cov1 cov2)^½).
+
+    tr (cov1 cov2)^½ is the sum of the square roots of the eigenvalues of
+    cov1^½ cov2 cov1^½, which is symmetric positive semi-definite: two symmetric
+    eigendecompositions in float64, with no complex numbers and no rounding to clip but tiny
+    negative eigenvalues, which are set to zero.
+    """
+    mean1, cov1, mean2, cov2 = (t.double() for t in (mean1, cov1, mean2, cov2))
+    values, vectors = torch.linalg.eigh(cov1)
+    root1 = (vectors * values.clamp_min(0).sqrt()) @ vectors.T  # cov1^½
+    middle = root1 @ cov2 @ root1
+    middle = (middle + middle.T) / 2  # symmetric up to rounding; make it exactly so
+    trace_root = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum()
+    distance = (mean1 - mean2).pow(2).sum() + cov1.trace() + cov2.trace() - 2 * trace_root
+    return max(distance.item(), 0.0)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature matrices a (N, F) and b (M, F).
+
+    It is biased upward by the sampling noise of the fits, roughly in proportion to
+    1/N + 1/M: compare values computed from the same numbers of samples.
+    """
+    return frechet_gaussians(*gaussian_fit(a), *gaussian_fit(b))
+
+
+def _kth_neighbour_radii(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """Squared distance from each row of x (N, F) to its k-th nearest other row: (N,)."""
+    norms = x.pow(2).sum(dim=1)  # (N,)
+    radii = []
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]  # (C, F)
+        d2 = (norms[start : start + chunk, None] + norms[None] - 2 * part @ x.T).clamp_min(0)
+        # The k+1 smallest include the row itself (distance 0, up to rounding).
+        radii.append(d2.topk(k + 1, dim=1, largest=False).values[:, k])
+    return torch.cat(radii)
+
+
+def _inside_balls(
+    queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """For each query (Q, F): is it within the squared radius of at least one centre? (Q,)"""
+    centre_norms = centres.pow(2).sum(dim=1)  # (M,)
+    inside = []
+    for part in queries.split(chunk):
+        d2 = part.pow(2).sum(dim=1, keepdim=True) + centre_norms[None] - 2 * part @ centres.T
+        inside.append((d2 <= radii[None]).any(dim=1))  # (C,)
+    return torch.cat(inside)
+
+
+def precision_recall(
+    real: torch.Tensor, fake: torch.Tensor, k: int = 3, max_elements: int = 2**24
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of features (N, F), (M, F).
+
+    Each set's manifold is the union of balls around its points, each reaching the point's
+    k-th nearest neighbour in the same set. Precision: the share of fake points inside the
+    real manifold (are the samples realistic?). Recall: the share of real points inside the
+    fake manifold (is the data's variety covered?). Distances are computed in row chunks of
+    at most `max_elements` entries, so 10k x 10k features fit in little memory.
+    """
+    if min(len(real), len(fake)) <= k:
+        raise ValueError(f"precision_recall needs more than k={k} points in each set")
+    chunk = max(1, max_elements // max(len(real), len(fake)))
+    # Distances do not change under a shift; centring keeps |x|² + |y|² - 2x·y from cancelling.
+    centre = real.mean(dim=0)
+    real, fake = real - centre, fake - centre
+    real_radii = _kth_neighbour_radii(real, k, chunk)
+    fake_radii = _kth_neighbour_radii(fake, k, chunk)
+    precision = _inside_balls(fake, real, real_radii, chunk).double().mean().item()
+    recall = _inside_balls(real, fake, fake_radii, chunk).double().mean().item()
+    return precision, recall
+
+
+def class_coverage(
+    predicted: torch.Tensor, num_classes: int = 10, min_share: float = 0.05
+) -> tuple[list[float], float, int]:
+    """How the predicted classes (N,) of generated samples spread over the classes.
+
+    Returns the share of each class, KL(shares || uniform) in nats (0 when every class is
+    equally frequent, ln(num_classes) when all samples are one class), and the number of
+    classes with at least `min_share` of the samples. Mode collapse shows in the last two.
+    """
+    counts = torch.bincount(predicted.flatten().long().cpu(), minlength=num_classes)
+    shares = counts.double() / max(1, counts.sum().item())  # (num_classes,)
+    kl = torch.xlogy(shares, shares * num_classes).sum().item()  # 0 log 0 = 0
+    num_covered = int((shares >= min_share).sum().item())
+    return shares.tolist(), kl, num_covered

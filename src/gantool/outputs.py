@@ -1,4 +1,4 @@
-"""The run folder's text outputs: the metrics log (JSON lines) and the summary."""
+"""The run folder's logs: metrics (JSON lines), the summary, and TensorBoard events."""
 
 from __future__ import annotations
 
@@ -30,3 +30,30 @@ class MetricsLog:
 
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+class TensorBoardLog:
+    """``tensorboard/`` (logger=tensorboard): the logged scalars, each sample grid as an
+    image and, for the Gaussian, each sample set as a histogram."""
+
+    def __init__(self, folder: Path, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter  # slow import: only when asked for
+
+        # A resumed run drops what was logged after its checkpoint, as metrics.jsonl does.
+        self.writer = SummaryWriter(str(folder), purge_step=start_step + 1 if start_step else None)
+
+    def scalars(self, step: int, values: dict) -> None:
+        for key, value in values.items():
+            if key != "step" and isinstance(value, int | float):
+                self.writer.add_scalar(key, value, step)
+
+    def samples(self, step: int, samples, images: bool) -> None:
+        """samples (N, data_dim) in the model's range: [-1, 1] images, or 1-D values."""
+        if images:
+            grid = (samples.reshape(-1, 1, 28, 28).clamp(-1, 1) + 1) / 2  # (N, 1, 28, 28)
+            self.writer.add_images("samples", grid, step)
+        else:
+            self.writer.add_histogram("samples", samples[:, 0], step)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,4 +1,4 @@
-"""Matplotlib figures: the Gaussian histogram, loss curves, and moments over training.
+"""Pictures: the Gaussian histogram, loss curves, moments over training, the progress GIF.
 
 matplotlib is imported inside each function, so runs that draw nothing do not pay for it.
 """
@@ -36,7 +36,16 @@ def gaussian_histogram(
     fig, ax = plt.subplots(figsize=(6, 4))
     lo = min(mean - 4 * std, float(np.percentile(samples, 0.1)))
     hi = max(mean + 4 * std, float(np.percentile(samples, 99.9)))
-    ax.hist(samples, bins=100, range=(lo, hi), density=True, alpha=0.6, label="generated")
+    # stepfilled: one polygon instead of 100 bars, drawn in less than half the time
+    ax.hist(
+        samples,
+        bins=100,
+        range=(lo, hi),
+        density=True,
+        alpha=0.6,
+        histtype="stepfilled",
+        label="generated",
+    )
     x = np.linspace(lo, hi, 400)
     pdf = np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * math.sqrt(2 * math.pi))
     ax.plot(x, pdf, "k-", lw=2, label=f"target N({mean:g}, {std:g}²)")
@@ -81,3 +90,21 @@ def moments_over_training(rows: list[dict], mean: float, std: float, path: Path)
         ax.set_title(f"generated {label}")
         ax.legend()
     _save(fig, path)
+
+
+def progress_gif(frames: list[Path], path: Path, seconds_per_frame: float = 0.5) -> None:
+    """An animation of the sample images over training, the last one held longer."""
+    if not frames:
+        return
+    from PIL import Image
+
+    images = [Image.open(f).convert("RGB") for f in frames]
+    size = images[-1].size
+    images = [im if im.size == size else im.resize(size) for im in images]
+    ms = int(seconds_per_frame * 1000)
+    durations = [ms] * (len(images) - 1) + [4 * ms]
+    tmp = path.with_name(path.name + ".tmp")
+    images[0].save(
+        tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0
+    )
+    tmp.replace(path)

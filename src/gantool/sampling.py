@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gantool.config import GaussianConfig, MnistConfig
+from gantool.config import Config, GaussianConfig, MnistConfig
+from gantool.models import Generator, generate, sample_latent
 from gantool.plots import gaussian_histogram
 
 
@@ -27,18 +29,24 @@ def save_samples(
     save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
 
 
-def sample_checkpoint(
-    path: str | Path, num: int, out: Path | None, seed: int, device_name: str
-) -> list[Path]:
-    """Sample `num` points from a checkpoint's generator; return the files written.
+@dataclass
+class Trained:
+    """A checkpoint's generator, ready to sample from, with where it came from."""
 
-    MNIST: a grid PNG. Gaussian: a histogram PNG, and the samples as CSV beside it.
-    """
+    checkpoint: Path
+    run_dir: Path
+    step: int
+    config: Config
+    generator: Generator  # the EMA generator when the run kept one
+    device: torch.device
+
+
+def load_generator(path: str | Path, device_name: str) -> Trained:
+    """The generator of a checkpoint file, or of a run folder's latest checkpoint."""
     from gantool.checkpoint import load_checkpoint, resolve_checkpoint
     from gantool.config import to_config
     from gantool.data import data_dim
     from gantool.device import resolve_device
-    from gantool.models import Generator, generate, sample_latent
 
     ckpt = resolve_checkpoint(path)
     device = resolve_device(device_name)
@@ -46,12 +54,24 @@ def sample_checkpoint(
     cfg = to_config(state["config"])
     G = Generator(cfg.model, data_dim(cfg.dataset)).to(device)
     G.load_state_dict(state["gan"].get("ema", state["gan"]["generator"]))  # EMA if trained
-    z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
-    samples = generate(G, z).cpu()  # (num, data_dim)
+    return Trained(ckpt, ckpt.parent.parent, state["step"], cfg, G, device)
 
-    step = state["step"]
+
+def sample_checkpoint(
+    path: str | Path, num: int, out: Path | None, seed: int, device_name: str
+) -> list[Path]:
+    """Sample `num` points from a checkpoint's generator; return the files written.
+
+    MNIST: a grid PNG. Gaussian: a histogram PNG, and the samples as CSV beside it.
+    """
+    trained = load_generator(path, device_name)
+    cfg, device = trained.config, trained.device
+    z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
+    samples = generate(trained.generator, z).cpu()  # (num, data_dim)
+
+    step = trained.step
     if out is None:
-        out = ckpt.parent.parent / "samples" / f"sample_step_{step:07d}.png"
+        out = trained.run_dir / "samples" / f"sample_step_{step:07d}.png"
     save_samples(samples, cfg.dataset, out, f"step {step}")
     written = [out]
     if isinstance(cfg.dataset, GaussianConfig):

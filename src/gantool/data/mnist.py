@@ -71,6 +71,11 @@ def read_idx(path: Path, magic: int) -> torch.Tensor:
     return torch.from_numpy(body.reshape(shape).copy())
 
 
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 28, 28) -> float (N, 784) in [-1, 1], the range G's Tanh gives."""
+    return images.reshape(len(images), -1).float() / 127.5 - 1.0
+
+
 def _find(folder: Path, name: str) -> Path | None:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
@@ -100,7 +105,7 @@ class MnistStream:
                 f"trainer.batch_size={batch_size} is larger than the MNIST {cfg.split} split "
                 f"({len(images)} images)"
             )
-        self.images = (images.reshape(len(images), -1).float() / 127.5 - 1.0).to(device)
+        self.images = to_model_range(images).to(device)
         self.batch_size = batch_size
         self.batches_per_epoch = len(images) // batch_size  # the last partial batch is dropped
         # The shuffle has its own generator, so data order survives resume exactly.
