@@ -1,0 +1,200 @@
+"""Several processes training one GAN: torchrun, DDP over gloo on CPU, one run folder.
+
+The first test checks the arithmetic inside two gloo processes against one process that sees
+the whole batch; the others run `torchrun -m gantool` as a user does.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import FAST, compose_config, equal_state, only_run_dir
+from gantool import distributed, losses
+from gantool.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from gantool.config import DiscriminatorConfig, GaussianConfig, GeneratorConfig, ModelConfig
+from gantool.data import GaussianStream
+from gantool.errors import ConfigError, GantoolError
+from gantool.models import Discriminator, Generator
+from gantool.outputs import MetricsLog
+from gantool.trainer import train
+
+# The Gaussian default (R1 on, so D's step differentiates twice) with BatchNorm in G and EMA.
+DDP_RUN = [*FAST, "trainer.batch_size=256", "model.g.batch_norm=true", "trainer.ema_decay=0.5"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, cwd: Path, temp: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=N -m gantool ARGS`, with TMPDIR set to `temp`."""
+    env = {**os.environ, "COLUMNS": "200", "TMPDIR": str(temp)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1"]
+    command += [f"--nproc_per_node={nproc}", f"--master_port={free_port()}", "-m", "gantool"]
+    return subprocess.run(
+        [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+    )
+
+
+def _two_ranks_match_one_process(rank: int, port: int) -> None:
+    """Run in each of two gloo processes: DDP's updates equal one process's on the whole batch."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    timeout = datetime.timedelta(seconds=60)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timeout)
+    try:
+        torch.manual_seed(0)  # the same modules and global batches on both ranks
+        model = ModelConfig(latent_dim=2, g=GeneratorConfig(hidden=[8], batch_norm=True))
+        G_one = Generator(model, 3)
+        D_one = Discriminator(DiscriminatorConfig([8, 8], batch_norm=True), 3)
+        G, D = distributed.wrap(copy.deepcopy(G_one)), distributed.wrap(copy.deepcopy(D_one))
+        real, fake, z = torch.randn(8, 3), torch.randn(8, 3), torch.randn(8, 2)  # (8, ·) global
+        mine = slice(4 * rank, 4 * rank + 4)
+
+        # D's step with R1: double backward through synchronised BatchNorm and an all-reduce.
+        def d_step(D, real, fake) -> None:
+            real = real.clone().requires_grad_(True)
+            real_logits = D(real)
+            loss = losses.d_loss(real_logits, D(fake))
+            (loss + 5.0 * losses.r1_penalty(real_logits, real)).backward()
+
+        d_step(D, real[mine], fake[mine])
+        d_step(D_one, real, fake)
+        for p, p_one in zip(D.parameters(), D_one.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, p_one.grad)
+        for b, b_one in zip(D.buffers(), D_one.buffers(), strict=True):  # running statistics
+            torch.testing.assert_close(b, b_one)
+
+        # G's step through a D that needs no gradients of its own.
+        D.requires_grad_(False)
+        D_one.requires_grad_(False)
+        losses.g_loss(D(G(z[mine]))).backward()
+        losses.g_loss(D_one(G_one(z))).backward()
+        for p, p_one in zip(G.parameters(), G_one.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, p_one.grad)
+
+        # The ranks' slices of a stream make up the stream's global batch, without overlap.
+        stream = distributed.shard(GaussianStream(GaussianConfig(), 8, 7, torch.device("cpu")))
+        whole = torch.cat(distributed.gather(stream.next_batch()))
+        one = GaussianStream(GaussianConfig(), 8, 7, torch.device("cpu"))
+        assert stream.batch_size == 4 and torch.equal(whole, one.next_batch())
+
+        # Replicas that drift apart are caught before a checkpoint is written.
+        distributed.check_replicas(distributed.unwrap(G).state_dict(), step=1)
+        if rank == 1:
+            with torch.no_grad():
+                next(G.parameters()).add_(1.0)
+        with pytest.raises(GantoolError, match=r"at step 2 rank\(s\) \[1\] hold different"):
+            distributed.check_replicas(distributed.unwrap(G).state_dict(), step=2)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_updates_equal_one_process_on_the_global_batch() -> None:
+    mp.spawn(_two_ranks_match_one_process, args=(free_port(),), nprocs=2, join=True)
+
+
+def test_two_processes_write_one_run_that_one_process_resumes(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = torchrun("train", *DDP_RUN, cwd=tmp_path, temp=temp)
+    assert done.returncode == 0, done.stderr
+
+    # One run folder, made by rank 0's Hydra; rank 1's temporary one is gone.
+    run = only_run_dir(tmp_path / "outputs")
+    assert len(list((tmp_path / "outputs").glob("*/*"))) == 1
+    assert not list(temp.glob("gantool-rank*"))
+    # One set of checkpoints, one metrics log, one summary on the console.
+    assert [p.name for p in list_checkpoints(run)] == ["step_0000003.pt", "step_0000006.pt"]
+    assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert done.stdout.count("Run folder") == 1
+    log = (run / "train.log").read_text()
+    assert "Data-parallel over 2 processes (gloo): 128 of each batch's 256 samples" in log
+    # Checked at each checkpoint (G, D, EMA, optimizers, bit for bit); a mismatch fails the run.
+    assert "All 2 processes held the same weights at every checkpoint" in log
+
+    state = load_checkpoint(latest_checkpoint(run))
+    assert not any(k.startswith("module.") for part in state["gan"].values() for k in part)
+    first, second = state["rng_by_rank"]
+    assert torch.equal(first["torch"], state["rng"]["torch"])
+    assert not torch.equal(first["torch"], second["torch"])  # each rank draws its own noise
+
+    # A checkpoint of two processes resumes in one.
+    summary = train(compose_config([*DDP_RUN, "trainer.steps=9"]), run)
+    assert summary["step"] == 9
+    assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6, 8, 9]
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_in_two(tmp_path: Path, tiny_mnist: Path) -> None:
+    mnist = [
+        "dataset=mnist",
+        f"dataset.root={tiny_mnist}",
+        "dataset.split=test",
+        "dataset.download=false",
+        *FAST,
+        "trainer.batch_size=16",  # the MNIST default has BatchNorm in G
+    ]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    once = torchrun("train", *mnist, "trainer.steps=3", cwd=tmp_path, temp=temp, nproc=1)
+    assert once.returncode == 0, once.stderr
+    run = only_run_dir(tmp_path / "outputs")
+    assert "rng_by_rank" not in load_checkpoint(latest_checkpoint(run))
+
+    resumed = torchrun("resume", str(run), "trainer.steps=6", cwd=tmp_path, temp=temp)
+    assert resumed.returncode == 0, resumed.stderr
+    assert only_run_dir(tmp_path / "outputs") == run
+    assert "Resumed from" in (run / "train.log").read_text()
+    state = load_checkpoint(latest_checkpoint(run))
+    assert state["step"] == 6 and len(state["rng_by_rank"]) == 2
+    assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6]
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumed_in_two_continues_bit_for_bit(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    base = [*DDP_RUN, "model.g.dropout=0.2"]
+    full, split = tmp_path / "full", tmp_path / "split"
+    for run, steps in ((full, 6), (split, 4)):
+        done = torchrun(
+            "train",
+            *base,
+            f"trainer.steps={steps}",
+            f"hydra.run.dir={run}",
+            cwd=tmp_path,
+            temp=temp,
+        )
+        assert done.returncode == 0, done.stderr
+    resumed = torchrun("resume", str(split), "trainer.steps=6", cwd=tmp_path, temp=temp)
+    assert resumed.returncode == 0, resumed.stderr
+
+    a, b = (load_checkpoint(latest_checkpoint(run)) for run in (full, split))
+    assert a["step"] == b["step"] == 6
+    for key in ("gan", "data", "rng_by_rank", "stats"):
+        assert equal_state(a[key], b[key]), key
+    assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
+
+
+def test_a_batch_that_does_not_split_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"batch_size=1001: .* split evenly over the 2 proc"):
+        distributed.check_config(compose_config([*FAST, "trainer.batch_size=1001"]), 2)
+    moments = compose_config([*FAST, "model.d.features=moments", "trainer.batch_size=12"])
+    distributed.check_config(moments, 2)
+    with pytest.raises(ConfigError, match=r"moments needs at least 4 samples per process, 16"):
+        distributed.check_config(moments, 4)
