@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,19 @@ def test_gaussian_run_fills_its_folder(tmp_path: Path) -> None:
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["last.pt", "step_0000003.pt", "step_0000006.pt"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "progress.gif",
         "step_0000003.png",
         "step_0000006.png",
     ]
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["losses.png", "moments.png"]
     assert json.loads((run / "summary.json").read_text())["step"] == 6
-    report = summary["gaussian"]
-    assert set(report) == {"mean", "std", "skewness", "excess_kurtosis", "ks", "w1"}
-    assert report["mean"]["target"] == 4.0 and report["std"]["target"] == 1.25
+    assert set(summary["eval"]) == {
+        "eval/num_samples",
+        *(f"eval/{k}" for k in ("mean", "std", "skewness", "excess_kurtosis", "ks", "w1")),
+    }
+    assert summary["objective"] == {"name": "eval/w1", "value": summary["eval"]["eval/w1"]}
+    assert summary["first_step_time"] < time.time()
+    assert 0 < summary["train_seconds"] < summary["wall_seconds"]
     assert sorted(p.name for p in run.iterdir()) == [
         "checkpoints",
         "metrics.jsonl",
@@ -63,7 +69,7 @@ def test_checkpoint_holds_the_whole_state(tmp_path: Path) -> None:
     state = load_checkpoint(latest_checkpoint(tmp_path))
     assert state["step"] == 6
     assert set(state) == {"step", "gan", "data", "rng", "fixed_noise", "stats", "config"}
-    assert set(state["gan"]) == {"generator", "discriminator", "g_optimizer", "d_optimizer"}
+    assert set(state["gan"]) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "ema"}
     assert set(state["rng"]) >= {"torch", "numpy", "python"}
     assert state["fixed_noise"].shape == (cfg.trainer.num_samples, cfg.model.latent_dim)
     assert state["config"]["trainer"]["steps"] == 6
@@ -74,7 +80,8 @@ def test_mnist_run_on_a_tiny_idx_file(tmp_path: Path, tiny_mnist: Path) -> None:
     summary = train(compose_config(mnist_overrides(tiny_mnist)), run)
     grid = Image.open(summary["samples"])
     assert grid.size == (2 + 8 * 30, 2 + 8 * 30)  # an 8x8 grid of 28px digits, 2px padding
-    assert "gaussian" not in summary
+    assert summary["eval"]["eval/num_samples"] == 32  # half the 64 images: the reference
+    assert summary["objective"]["name"] == "eval/fld"
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["losses.png"]
     assert not (tiny_mnist / "MNIST" / "processed").exists()
 
@@ -97,6 +104,7 @@ def test_real_mnist_test_split_trains(tmp_path: Path) -> None:
         *FAST,
         "trainer.steps=30",
         "trainer.log_every=10",
+        "trainer.eval_at_end=false",  # the LeNet behind it trains for a minute: see test_evaluate
     ]
     summary = train(compose_config(overrides), tmp_path)
     rows = MetricsLog(tmp_path / "metrics.jsonl").rows()
@@ -171,11 +179,13 @@ def test_ema_is_the_moving_average_of_the_generator() -> None:
         for p in gan.ema.parameters():
             p.fill_(0.0)
     gan.generator(torch.rand(64, cfg.model.latent_dim))  # moves BatchNorm's running stats
+    ema_buffers = [b.clone() for b in gan.ema.buffers()]
     gan.update_ema(0.9)
     for p in gan.ema.parameters():
         assert torch.allclose(p, torch.full_like(p, 0.1))  # 0.9 * 0 + 0.1 * 1
-    for ema_b, b in zip(gan.ema.buffers(), gan.generator.buffers(), strict=True):
-        assert torch.equal(ema_b, b)
+    # G's BatchNorm statistics do not fit the EMA's weights: calibrate_ema measures its own.
+    for before, after in zip(ema_buffers, gan.ema.buffers(), strict=True):
+        assert torch.equal(before, after)
     assert gan.sampler is gan.ema
     assert not any(p.requires_grad for p in gan.ema.parameters())
 
@@ -194,3 +204,57 @@ def test_ema_is_what_samples_and_reports_use(tmp_path: Path) -> None:
     expected = generate(G, z)[:, 0]
     written = torch.tensor([float(v) for v in csv.read_text().splitlines()[1:]])
     assert torch.allclose(written, expected.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_eval_scores_a_run_and_writes_eval_json(tmp_path: Path, capsys) -> None:
+    from gantool.cli import main
+
+    summary = train(compose_config([*FAST, "trainer.ema_decay=0.5"]), tmp_path)
+    main(["eval", str(tmp_path), "--num", "1000", "--device", "cpu"])
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written["step"] == 6 and written["checkpoint"].endswith("step_0000006.pt")
+    # The same generator (the EMA), noise and sample count as the end-of-run evaluation.
+    assert written["eval"] == summary["eval"]
+    assert written["objective"] == {"name": "eval/w1", "value": summary["eval"]["eval/w1"]}
+    out = capsys.readouterr().out
+    assert "KS statistic" in out and "eval.json" in out
+
+
+@pytest.mark.parametrize("dataset", ["gaussian", "mnist"])
+def test_tensorboard_and_the_progress_gif(tmp_path: Path, tiny_mnist: Path, dataset) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = FAST if dataset == "gaussian" else mnist_overrides(tiny_mnist)
+    run = tmp_path / "run"
+    train(compose_config([*overrides, "logger=tensorboard", "trainer.sample_every=2"]), run)
+    events = EventAccumulator(str(run / "tensorboard")).Reload().Tags()
+    assert {"train/d_loss", "train/g_loss", "train/fake_std"} <= set(events["scalars"])
+    assert ("eval/w1" if dataset == "gaussian" else "eval/fld") in events["scalars"]
+    assert events["histograms" if dataset == "gaussian" else "images"] == ["samples"]
+    gif = Image.open(run / "samples" / "progress.gif")
+    assert gif.n_frames == 3  # steps 2, 4 and 6
+
+
+def test_ema_batch_norm_statistics_are_its_own(tiny_mnist: Path) -> None:
+    from gantool.trainer import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES
+
+    cfg = compose_config(mnist_overrides(tiny_mnist, "trainer.ema_decay=0.5"))
+    cpu = torch.device("cpu")
+    gan = GAN.build(cfg, 784, cpu)
+    with torch.no_grad():  # EMA weights unlike G's, as after training
+        for p in gan.ema.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    gan.calibrate_ema(cfg, cpu)
+    first_norm = next(m for m in gan.ema.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    noise = torch.Generator().manual_seed(0)
+    z = torch.cat(
+        [
+            sample_latent(CALIBRATION_BATCH_SIZE, cfg.model, cpu, noise)
+            for _ in range(CALIBRATION_BATCHES)
+        ]
+    )
+    layers = list(gan.ema.net)
+    before_norm = torch.nn.Sequential(*layers[: layers.index(first_norm)])
+    with torch.no_grad():
+        expected = before_norm(z).mean(dim=0)
+    torch.testing.assert_close(first_norm.running_mean, expected, rtol=1e-4, atol=1e-5)

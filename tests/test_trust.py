@@ -173,3 +173,24 @@ def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path) -> None:
 
 if os.name != "posix":  # pragma: no cover
     pytestmark = pytest.mark.skip("signals are POSIX")
+
+
+def test_a_signal_stops_the_whole_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    command = ["train", "-m", "trainer.seed=0,1", *KILLABLE, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gantool", *command],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(sweep / "0") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM at step" in stderr and "gantool resume" in stderr
+    assert json.loads((sweep / "0" / "summary.json").read_text())["status"] == "interrupted"
+    assert not (sweep / "1").exists()  # the next job never started

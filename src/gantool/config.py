@@ -26,7 +26,40 @@ D_FEATURES = ("samples", "moments")
 OPTIMIZERS = ("adam", "sgd")
 G_LOSSES = ("non_saturating", "minimax")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16")
+LOGGERS = ("none", "tensorboard")
 SPLITS = ("train", "test")
+# The scalar numbers `gantool eval` gives per dataset (evaluate.py), any of which may be the
+# objective. Lower is better for all but those in HIGHER_IS_BETTER.
+EVAL_KEYS = {
+    "gaussian": (
+        "eval/w1",
+        "eval/ks",
+        "eval/mean",
+        "eval/std",
+        "eval/skewness",
+        "eval/excess_kurtosis",
+    ),
+    "mnist": (
+        "eval/fld",
+        "eval/precision",
+        "eval/recall",
+        "eval/class_kl",
+        "eval/num_classes_covered",
+    ),
+}
+HIGHER_IS_BETTER = frozenset(
+    {
+        "eval/precision",
+        "eval/recall",
+        "eval/num_classes_covered",
+        "eval/classifier_accuracy",
+        "eval/precision_real",
+        "eval/recall_real",
+        "eval/precision_noise",
+        "eval/recall_noise",
+    }
+)
 
 
 # --- dataset: one schema per option, told apart by `name` -------------------------------------
@@ -104,14 +137,21 @@ class TrainerConfig:
     epochs: int | None = None
     batch_size: int = 64
     d_steps: int = 1  # D updates per step, each on a fresh real batch
-    g_steps: int = 1  # G updates per step, each on fresh noise
+    g_steps: int = 1  # G updates per step
+    # The first G update reuses the last D update's fakes, G's forward pass and all, instead of
+    # drawing fresh noise: one G forward fewer per step. The reference presets keep it off.
+    reuse_fake: bool = False
     seed: int = 0
     log_every: int = 100
     sample_every: int = 1000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     num_samples: int = 64  # size of the fixed noise batch behind every sample grid or histogram
-    num_eval_samples: int = 100_000  # samples behind the end-of-run statistics
+    num_eval_samples: int = 100_000  # samples behind the end-of-run evaluation
+    eval_at_end: bool = True  # evaluate the final generator into summary.json (`gantool eval`)
+    # The evaluation number a run is judged by: returned to Hydra's sweepers, sorted on by
+    # `gantool report`. One of EVAL_KEYS for the dataset.
+    objective: str = "eval/w1"
     # Keep an exponential moving average of G's weights (0 turns it off); sample images, the
     # end-of-run statistics and `gantool sample` then use it.
     ema_decay: float = 0.0
@@ -129,8 +169,18 @@ class LossConfig:
 @dataclass
 class DeviceConfig:
     name: str = "auto"
-    # CPU threads for torch's intra-op work; 0 keeps torch's default (one per core).
+    # CPU threads for torch's intra-op work. 0 (auto): one thread for models under 100,000
+    # parameters (the Gaussian's), whose ops are too small to share out; else torch's default.
     num_threads: int = 0
+    # "bf16" runs the forward passes under bfloat16 autocast (meant for CUDA); "fp32" is plain.
+    precision: str = "fp32"
+
+
+@dataclass
+class LoggerConfig:
+    # metrics.jsonl is always written; "tensorboard" also writes RUN_DIR/tensorboard/: the
+    # logged scalars, the sample grids as images and, for the Gaussian, sample histograms.
+    name: str = "none"
 
 
 @dataclass
@@ -141,6 +191,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def register_configs() -> None:
@@ -148,7 +199,9 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     # ${pid:} in the run folder's name: two runs started in the same second never share one.
-    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    # Cached, like Hydra's ${now:}: Hydra copies the cache into each job's config, so jobs that
+    # parallel launchers run in other processes still share the sweep's folder.
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="train", node=Config)
     for name, schema in DATASET_SCHEMAS.items():
@@ -263,6 +316,7 @@ def validate(cfg: Config) -> None:
     ):
         _at_least(f"trainer.{key}", getattr(t, key), 1)
     _half_open_unit("trainer.ema_decay", t.ema_decay)
+    _choice("trainer.objective", t.objective, EVAL_KEYS[ds.name])
     if not 0 <= t.seed < 2**32:  # numpy's seeds are 32-bit
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32)")
     if m.d.features == "moments" and t.batch_size < 4:
@@ -274,6 +328,8 @@ def validate(cfg: Config) -> None:
     _at_least("loss.r1_gamma", cfg.loss.r1_gamma, 0.0)
     _choice("device", cfg.device.name, DEVICES)
     _at_least("device.num_threads", cfg.device.num_threads, 0)
+    _choice("device.precision", cfg.device.precision, PRECISIONS)
+    _choice("logger", cfg.logger.name, LOGGERS)
     cores = os.cpu_count() or 1
     if cfg.device.num_threads > cores:
         raise ConfigError(

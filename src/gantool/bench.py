@@ -1,0 +1,432 @@
+"""`gantool bench`: how close training runs to what this machine allows, in one table.
+
+Measured in one run, on the device `auto` would pick (or the one asked for):
+- MNIST training throughput (images/s) of `experiment=seed_mnist` at batch 100 and 512;
+- model FLOP utilisation: analytic matmul FLOPs per step x steps/s / the fp32 matmul rate
+  measured here and now;
+- the textbook baseline (per-image PIL -> ToTensor -> Normalize DataLoader, fresh noise for the
+  G step, the same model and batch) and gantool's speed-up over it;
+- Gaussian time-to-quality: whole `gantool train` processes, one per seed;
+- start-up: `gantool --help`, and `gantool train` up to its first step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gantool.config import Config, load_config, to_dict
+from gantool.data import build_data
+from gantool.data.mnist import file_names, raw_folder
+from gantool.device import resolve_device
+from gantool.errors import GantoolError
+from gantool.models import Discriminator, Generator
+from gantool.outputs import write_json
+from gantool.trainer import GAN, train_step
+
+# The Gaussian quality bar: |Δmean| and |Δstd| at most 0.05, and KS at most 0.05.
+QUALITY = {"mean": 0.05, "std": 0.05, "ks": 0.05}
+
+
+@dataclass
+class BenchOptions:
+    out: Path  # bench.json and the Gaussian runs go here
+    device: str = "auto"
+    mnist_root: str = "data"  # real MNIST when its files are here, else random images
+    steps: int = 200  # timed MNIST steps per measurement, after `warmup` untimed ones
+    warmup: int = 20
+    batch_sizes: tuple[int, ...] = (100, 512)
+    gaussian_seeds: int = 5  # whole `gantool train` processes; 0 skips them
+    startup: bool = True
+
+
+# --- FLOPs ----------------------------------------------------------------------------------
+def linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
+    """(in_features, out_features) of each Linear layer, in order."""
+    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _pass_flops(
+    sizes: list[tuple[int, int]], batch: int, weight_grads: bool, first_input_grad: bool
+) -> tuple[int, int]:
+    """Matmul FLOPs of one forward pass and of its backward pass through Linear layers.
+
+    Forward: 2·B·in·out per layer. Backward: the same again for the weight gradient when the
+    weights train, and for the input gradient of every layer but the first, whose input
+    needs one only when something upstream trains (G's output, or R1's x).
+    """
+    forward = sum(2 * batch * i * o for i, o in sizes)
+    backward = forward if weight_grads else 0
+    backward += forward - (0 if first_input_grad else 2 * batch * sizes[0][0] * sizes[0][1])
+    return forward, backward
+
+
+def step_flops(cfg: Config, gan: GAN) -> int:
+    """Analytic matmul FLOPs of one `train_step`, counted from the layer sizes.
+
+    Elementwise work (activations, losses, the optimizer) is left out: it is small next to the
+    matmuls, and it is not what a matmul rate measures. R1's double backward is not counted.
+    """
+    if cfg.loss.r1_gamma > 0 or cfg.model.d.features != "samples":
+        raise GantoolError("FLOPs are counted for sample-based D without R1 only")
+    t = cfg.trainer
+    g, d = linear_sizes(gan.generator), linear_sizes(gan.discriminator)
+    g_fwd, _ = _pass_flops(g, t.batch_size, weight_grads=False, first_input_grad=False)
+    d_fwd, d_bwd = _pass_flops(d, t.batch_size, weight_grads=True, first_input_grad=False)
+    # D update: G forward (no graph), D forward and backward on real and on fake.
+    d_update = g_fwd + 2 * (d_fwd + d_bwd)
+    # G update: G forward (unless the D update's is reused), D forward, backward through
+    # frozen D (input gradients only), then G's backward.
+    _, g_bwd = _pass_flops(g, t.batch_size, weight_grads=True, first_input_grad=False)
+    _, d_input_bwd = _pass_flops(d, t.batch_size, weight_grads=False, first_input_grad=True)
+    g_update = g_fwd + d_fwd + d_input_bwd + g_bwd
+    reused = g_fwd if t.reuse_fake else 0
+    return t.d_steps * d_update + t.g_steps * g_update - reused
+
+
+def matmul_rate(device: torch.device, size: int = 2048, seconds: float = 1.0) -> float:
+    """Measured fp32 matmul FLOP/s: the best of repeated size x size products."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best, spent = 0.0, 0.0
+    while spent < seconds:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        spent += dt
+        best = max(best, 4 * 2 * size**3 / dt)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- MNIST throughput -------------------------------------------------------------------------
+def mnist_root(requested: str, scratch: Path) -> tuple[str, str]:
+    """A dataset.root with MNIST's test split, and what it holds: real files, or random images
+    written under `scratch` when there are none (speed does not depend on the pixels)."""
+    folder = raw_folder(requested)
+    if all(any((folder / f"{n}{gz}").is_file() for gz in ("", ".gz")) for n in file_names("test")):
+        return requested, f"MNIST test split in {Path(requested).resolve()}"
+    root = scratch
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10_000, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 10_000, dtype=np.uint8)
+    raw = raw_folder(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, array in zip(file_names("test"), (images, labels), strict=True):
+        magic = 0x0800 | array.ndim
+        dims = b"".join(n.to_bytes(4, "big") for n in array.shape)
+        (raw / name).write_bytes(magic.to_bytes(4, "big") + dims + array.tobytes())
+    return str(root), f"random images (no MNIST test split in {folder.resolve()})"
+
+
+def mnist_config(root: str, batch_size: int, device: str, reuse_fake: bool) -> Config:
+    return load_config(
+        [
+            "experiment=seed_mnist",
+            f"dataset.root={root}",
+            "dataset.split=test",
+            "dataset.download=false",
+            f"trainer.batch_size={batch_size}",
+            f"trainer.reuse_fake={reuse_fake}",
+            f"device={device}",
+        ]
+    )
+
+
+def time_steps(step: Callable[[], torch.Tensor | None], device: torch.device, opts) -> float:
+    """Steps per second of `step`, after warm-up."""
+    for _ in range(opts.warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(opts.steps):
+        step()
+    _sync(device)
+    return opts.steps / (time.perf_counter() - t0)
+
+
+def gantool_throughput(cfg: Config, device: torch.device, opts: BenchOptions) -> dict:
+    torch.manual_seed(0)
+    data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, device)
+    gan = GAN.build(cfg, data.data_dim, device)
+    steps_per_s = time_steps(lambda: train_step(gan, data, cfg, device), device, opts)
+    return {
+        "batch_size": cfg.trainer.batch_size,
+        "reuse_fake": cfg.trainer.reuse_fake,
+        "steps_per_s": steps_per_s,
+        "images_per_s": steps_per_s * cfg.trainer.batch_size * cfg.trainer.d_steps,
+        "flops_per_step": step_flops(cfg, gan),
+    }
+
+
+def textbook_throughput(cfg: Config, device: torch.device, opts: BenchOptions) -> dict:
+    """The loop of the PyTorch tutorials: a Dataset that turns each image into a PIL image,
+    then ToTensor and Normalize; a DataLoader that collates them; fresh noise for G's update;
+    and the same G, D, Adam settings and batch as gantool, on logits with BCEWithLogitsLoss."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    from gantool.data.mnist import load_mnist
+
+    images, labels = load_mnist(cfg.dataset)
+
+    class PerImage(Dataset):
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int):
+            return self.transform(Image.fromarray(images[i].numpy(), mode="L")), int(labels[i])
+
+    batch, latent = cfg.trainer.batch_size, cfg.model.latent_dim
+    torch.manual_seed(0)
+    G = Generator(cfg.model, 784).to(device)
+    D = Discriminator(cfg.model.d, 784).to(device)
+    g_opt = torch.optim.Adam(G.parameters(), lr=cfg.optimizer.g.lr, betas=cfg.optimizer.g.betas)
+    d_opt = torch.optim.Adam(D.parameters(), lr=cfg.optimizer.d.lr, betas=cfg.optimizer.d.betas)
+    bce = nn.BCEWithLogitsLoss()
+    ones = torch.ones(batch, 1, device=device)
+    zeros = torch.zeros(batch, 1, device=device)
+    loader = DataLoader(PerImage(), batch_size=batch, shuffle=True, drop_last=True)
+    batches = iter(())
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            x, _ = next(batches)
+        except StopIteration:  # a new epoch
+            batches = iter(loader)
+            x, _ = next(batches)
+        real = x.reshape(batch, -1).to(device)
+        fake = G(torch.randn(batch, latent, device=device))
+        d_loss = bce(D(real), ones) + bce(D(fake.detach()), zeros)
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        fake = G(torch.randn(batch, latent, device=device))
+        g_loss = bce(D(fake), ones)
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+
+    steps_per_s = time_steps(step, device, opts)
+    return {"batch_size": batch, "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch}
+
+
+# --- whole processes ----------------------------------------------------------------------------
+def gantool_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gantool", *args]
+
+
+def gaussian_time_to_quality(seed: int, device: str, folder: Path) -> dict:
+    """Run the Gaussian default as a user would, and judge its end-of-run evaluation."""
+    run_dir = folder / f"seed_{seed}"
+    command = gantool_command(
+        "train", f"trainer.seed={seed}", f"device={device}", f"hydra.run.dir={run_dir}"
+    )
+    t0 = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise GantoolError(f"`{' '.join(command)}` failed: {done.stderr.strip()[-500:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ev, target = summary["eval"], load_config([]).dataset
+    gaps = {
+        "mean": abs(ev["eval/mean"] - target.mean),
+        "std": abs(ev["eval/std"] - target.std),
+        "ks": ev["eval/ks"],
+    }
+    return {
+        "seed": seed,
+        "wall_seconds": wall,
+        "steps": summary["step"],
+        "steps_per_s": summary["step"] / summary["train_seconds"],
+        **{f"abs_delta_{k}" if k != "ks" else k: v for k, v in gaps.items()},
+        "w1": ev["eval/w1"],
+        "reached": all(gaps[k] <= QUALITY[k] for k in QUALITY),
+        "run_dir": str(run_dir),
+    }
+
+
+def startup_times(device: str, folder: Path) -> dict:
+    """`gantool --help` (best of 3), and `gantool train` up to its first step."""
+    helps = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run(gantool_command("--help"), capture_output=True, check=True)
+        helps.append(time.perf_counter() - t0)
+    run_dir = folder / "startup"
+    started = time.time()
+    subprocess.run(
+        gantool_command(
+            "train",
+            "trainer.steps=1",
+            "trainer.log_every=1",
+            "trainer.sample_every=1",
+            "trainer.checkpoint_every=1",
+            "trainer.eval_at_end=false",
+            f"device={device}",
+            f"hydra.run.dir={run_dir}",
+        ),
+        capture_output=True,
+        check=True,
+    )
+    first_step = json.loads((run_dir / "summary.json").read_text())["first_step_time"]
+    return {"help_seconds": min(helps), "train_to_first_step_seconds": first_step - started}
+
+
+# --- the whole bench ------------------------------------------------------------------------
+def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict:
+    """Measure everything, write OUT/bench.json, and return what it holds."""
+    device = resolve_device(opts.device)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    scratch = opts.out / "random_mnist"
+    root, data_note = mnist_root(opts.mnist_root, scratch)
+    report(f"Measuring on {device}; MNIST data: {data_note}")
+    results: dict = {
+        "machine": {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "mnist_data": data_note,
+    }
+    rate = matmul_rate(device)
+    results["matmul_fp32_flops_per_s"] = rate
+    report(f"fp32 matmul rate: {rate / 1e9:.1f} GFLOP/s")
+
+    rows = []
+    for batch in opts.batch_sizes:
+        for reuse in (False, True):
+            cfg = mnist_config(root, batch, opts.device, reuse)
+            row = gantool_throughput(cfg, device, opts)
+            row["mfu"] = row["flops_per_step"] * row["steps_per_s"] / rate
+            report(
+                f"seed_mnist batch {batch}{' reuse_fake' if reuse else ''}: "
+                f"{row['images_per_s']:,.0f} images/s, MFU {row['mfu']:.0%}"
+            )
+            if not reuse:
+                base = textbook_throughput(cfg, device, opts)
+                row["textbook_images_per_s"] = base["images_per_s"]
+                report(f"textbook loop batch {batch}: {base['images_per_s']:,.0f} images/s")
+            rows.append(row)
+    for row in rows:  # the speed-up over the textbook loop at the same batch
+        base = next(r for r in rows if r["batch_size"] == row["batch_size"] and not r["reuse_fake"])
+        row["speedup_vs_textbook"] = row["images_per_s"] / base["textbook_images_per_s"]
+    results["mnist"] = rows
+    shutil.rmtree(scratch, ignore_errors=True)
+    write_json(opts.out / "bench.json", results)
+
+    if opts.gaussian_seeds > 0:
+        folder = opts.out / "gaussian"
+        runs = []
+        for seed in range(opts.gaussian_seeds):
+            runs.append(gaussian_time_to_quality(seed, opts.device, folder))
+            r = runs[-1]
+            report(
+                f"Gaussian seed {seed}: {r['wall_seconds']:.1f} s whole process, "
+                f"{'reached' if r['reached'] else 'did NOT reach'} the bar"
+            )
+        results["gaussian"] = {
+            "config": to_dict(load_config([f"device={opts.device}"]))["trainer"],
+            "bar": QUALITY,
+            "runs": runs,
+        }
+        write_json(opts.out / "bench.json", results)
+    if opts.startup:
+        results["startup"] = startup_times(opts.device, opts.out)
+        write_json(opts.out / "bench.json", results)
+    return results
+
+
+def print_bench(results: dict) -> None:
+    """The bench's tables, from what run_bench returned (or a bench.json)."""
+    from rich.table import Table
+
+    from gantool.console import console
+
+    rate = results["matmul_fp32_flops_per_s"]
+    m = results["machine"]
+    table = Table(
+        title=f"MNIST training, experiment=seed_mnist, on {m['device']} ({m['device_name']}, "
+        f"{m['torch_threads']} torch threads); fp32 matmul rate {rate / 1e9:.1f} GFLOP/s",
+        title_justify="left",
+        caption=f"data: {results['mnist_data']}. reuse_fake: G's forward pass of the D update "
+        "is reused for the G update (the preset draws fresh noise instead). MFU: analytic "
+        "matmul FLOPs per step x steps/s / the matmul rate.",
+        caption_justify="left",
+    )
+    for col in ("batch", "reuse_fake", "images/s", "steps/s", "MFLOP/step", "MFU", "× textbook"):
+        table.add_column(col, justify="right")
+    for r in results["mnist"]:
+        table.add_row(
+            str(r["batch_size"]),
+            "yes" if r["reuse_fake"] else "no (preset)",
+            f"{r['images_per_s']:,.0f}",
+            f"{r['steps_per_s']:.1f}",
+            f"{r['flops_per_step'] / 1e6:,.0f}",
+            f"{r['mfu']:.0%}",
+            f"{r['speedup_vs_textbook']:.2f}",
+        )
+    console.print(table)
+    base = Table(title="The textbook loop (per-image DataLoader)", title_justify="left")
+    for col in ("batch", "images/s"):
+        base.add_column(col, justify="right")
+    for r in results["mnist"]:
+        if not r["reuse_fake"]:
+            base.add_row(str(r["batch_size"]), f"{r['textbook_images_per_s']:,.0f}")
+    console.print(base)
+
+    if "gaussian" in results:
+        g = results["gaussian"]
+        bar = g["bar"]
+        table = Table(
+            title="Gaussian default, time to quality: whole `gantool train` processes, "
+            f"bar |Δmean| ≤ {bar['mean']}, |Δstd| ≤ {bar['std']}, KS ≤ {bar['ks']}",
+            title_justify="left",
+        )
+        for col in ("seed", "wall s", "steps", "steps/s", "|Δmean|", "|Δstd|", "KS", "reached"):
+            table.add_column(col, justify="right")
+        for r in g["runs"]:
+            table.add_row(
+                str(r["seed"]),
+                f"{r['wall_seconds']:.1f}",
+                str(r["steps"]),
+                f"{r['steps_per_s']:.0f}",
+                f"{r['abs_delta_mean']:.3f}",
+                f"{r['abs_delta_std']:.3f}",
+                f"{r['ks']:.3f}",
+                "yes" if r["reached"] else "[red]no[/]",
+            )
+        console.print(table)
+    if "startup" in results:
+        s = results["startup"]
+        console.print(
+            f"Start-up: `gantool --help` {s['help_seconds']:.2f} s; `gantool train` to its "
+            f"first step {s['train_to_first_step_seconds']:.2f} s"
+        )
