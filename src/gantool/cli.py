@@ -286,7 +286,7 @@ def bench(args: list[str]) -> None:
         default="data",
         help="dataset.root holding MNIST/raw (default data); random images if absent",
     )
-    parser.add_argument("--steps", type=int, default=200, help="timed MNIST steps (default 200)")
+    parser.add_argument("--steps", type=int, default=300, help="timed MNIST steps (default 300)")
     parser.add_argument(
         "--gaussian-seeds", type=int, default=5, help="Gaussian runs, 0 skips them (default 5)"
     )

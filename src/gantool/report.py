@@ -221,7 +221,7 @@ def _labels(keys: list[str]) -> dict[str, str]:
     """Column titles: the name after the prefix, unless two keys would then read the same."""
     short = {k: k.rpartition("/")[2] for k in keys}
     counts = {s: list(short.values()).count(s) for s in short.values()}
-    labels = {k: s if counts[s] == 1 else k for k, s in short.items()}
+    labels = {k: (s if counts[s] == 1 else k).replace("_", " ") for k, s in short.items()}
     labels.update({"wall_seconds": "wall time"})
     return labels
 
@@ -233,13 +233,29 @@ def make_table(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | No
 
     varying, shared = split_overrides(jobs)
     overrides = [dict(_key_value(o) for o in job.overrides) for job in jobs]
+    notes: list[str] = []  # the caption's lines
+    # A number that is the same in every job (a sample count, a calibration point) goes into
+    # the caption, as shared overrides do; the CSV keeps every column.
+    same = {}
+    if len(jobs) > 1:
+        for key in keys:
+            values = {job.values.get(key) for job in jobs}
+            if len(values) == 1 and None not in values:
+                same[key] = values.pop()
+    keys = [k for k in keys if k not in same]
     labels = _labels(keys)
     objectives = {job.objective for job in jobs if job.objective}
-    if len(objectives) == 1:
-        labels["objective"] = f"objective {objectives.pop()}"
+    objective_key = objectives.pop() if len(objectives) == 1 else None
+    if objective_key in keys:  # its own column already shows it: that one gets the bold
+        keys.remove("objective")
+        labels[objective_key] += "*"
+        notes.append("* the objective, its best in bold")
+    elif objective_key:
+        labels["objective"] = f"objective {objective_key}"
     # The best objective in bold. Other columns have no plain best: losses, counts, and
     # moments, whose best is the one nearest a target.
     best = _best(jobs, "objective")
+    bold_key = objective_key if objective_key in keys else "objective"
 
     # (header, cells, right-aligned) per column
     columns = [
@@ -251,12 +267,18 @@ def make_table(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | No
         columns.append((key, [Text(o.get(key, "")) for o in overrides], False))
     for key in keys:
         values = [job.values.get(key) for job in jobs]
-        bold = [key == "objective" and v is not None and v == best for v in values]
+        bold = [key == bold_key and v is not None and v == best for v in values]
         cells = [Text(_format(key, v), "bold" * b) for v, b in zip(values, bold, strict=True)]
         columns.append((labels[key], cells, True))
 
     order = f", best {resolve_metric(sort, jobs)} first" if sort else ""
-    caption = f"{'shared ' * (len(jobs) > 1)}overrides: {' '.join(shared)}" if shared else None
+    if shared:
+        notes.insert(0, f"{'shared ' * (len(jobs) > 1)}overrides: {' '.join(shared)}")
+    if same:
+        notes.append(
+            "the same in every job: " + ", ".join(f"{k} {_format(k, v)}" for k, v in same.items())
+        )
+    caption = "\n".join(notes) or None
     table = Table(
         title=Text(f"{sweep_dir}: {len(jobs)} job{'s' * (len(jobs) != 1)}{order}"),
         title_justify="left",
@@ -265,8 +287,8 @@ def make_table(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | No
     )
     width = len(columns) + 1  # the borders
     for header, cells, right in columns:
-        # Cells are never cut, nor words of up to 10 letters in a header; longer ones wrap.
-        words = [len(word) for word in header.split() if len(word) <= 10]
+        # Cells are never cut, nor words of up to 16 letters in a header; longer ones wrap.
+        words = [len(word) for word in header.split() if len(word) <= 16]
         min_width = max(c.cell_len for c in [*cells, Text("x" * max(words, default=1))])
         table.add_column(
             Text(header), justify="right" if right else "left", min_width=min_width, overflow="fold"
