@@ -153,38 +153,37 @@ def mnist_config(root: str, batch_size: int, device: str, reuse_fake: bool) -> C
     )
 
 
-def time_steps(step: Callable[[], torch.Tensor | None], device: torch.device, opts) -> float:
-    """Steps per second of `step` after warm-up: the best of ROUNDS rounds that share
-    opts.steps, so a moment of load from elsewhere on the machine counts once at most."""
-    for _ in range(opts.warmup):
-        step()
-    per_round = max(1, opts.steps // ROUNDS)
-    best = 0.0
-    for _ in range(ROUNDS):
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(per_round):
+def race(
+    steps: dict[str, Callable[[], object]], device: torch.device, opts: BenchOptions
+) -> dict[str, float]:
+    """Steps per second of each loop: ROUNDS rounds sharing opts.steps, taken in turn, and
+    the best round of each. Taking turns puts the loops under the same conditions when
+    something else on the machine comes and goes; the best round is the least disturbed."""
+    for step in steps.values():
+        for _ in range(opts.warmup):
             step()
-        _sync(device)
-        best = max(best, per_round / (time.perf_counter() - t0))
+    per_round = max(1, opts.steps // ROUNDS)
+    best = dict.fromkeys(steps, 0.0)
+    for _ in range(ROUNDS):
+        for name, step in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            _sync(device)
+            best[name] = max(best[name], per_round / (time.perf_counter() - t0))
     return best
 
 
-def gantool_throughput(cfg: Config, device: torch.device, opts: BenchOptions) -> dict:
+def gantool_loop(cfg: Config, device: torch.device) -> tuple[Callable[[], object], int]:
+    """gantool's training step for this config, and its matmul FLOPs."""
     torch.manual_seed(0)
     data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, device)
     gan = GAN.build(cfg, data.data_dim, device)
-    steps_per_s = time_steps(lambda: train_step(gan, data, cfg, device), device, opts)
-    return {
-        "batch_size": cfg.trainer.batch_size,
-        "reuse_fake": cfg.trainer.reuse_fake,
-        "steps_per_s": steps_per_s,
-        "images_per_s": steps_per_s * cfg.trainer.batch_size * cfg.trainer.d_steps,
-        "flops_per_step": step_flops(cfg, gan),
-    }
+    return lambda: train_step(gan, data, cfg, device), step_flops(cfg, gan)
 
 
-def textbook_throughput(cfg: Config, device: torch.device, opts: BenchOptions) -> dict:
+def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
     """The loop of the PyTorch tutorials: a Dataset that turns each image into a PIL image,
     then ToTensor and Normalize; a DataLoader that collates them; fresh noise for G's update;
     and the same G, D, Adam settings and batch as gantool, on logits with BCEWithLogitsLoss."""
@@ -236,8 +235,7 @@ def textbook_throughput(cfg: Config, device: torch.device, opts: BenchOptions) -
         g_loss.backward()
         g_opt.step()
 
-    steps_per_s = time_steps(step, device, opts)
-    return {"batch_size": batch, "steps_per_s": steps_per_s, "images_per_s": steps_per_s * batch}
+    return step
 
 
 # --- whole processes ----------------------------------------------------------------------------
@@ -328,22 +326,27 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
 
     rows = []
     for batch in opts.batch_sizes:
-        for reuse in (False, True):
-            cfg = mnist_config(root, batch, opts.device, reuse)
-            row = gantool_throughput(cfg, device, opts)
-            row["mfu"] = row["flops_per_step"] * row["steps_per_s"] / rate
+        preset, preset_flops = gantool_loop(mnist_config(root, batch, opts.device, False), device)
+        reused, reused_flops = gantool_loop(mnist_config(root, batch, opts.device, True), device)
+        textbook = textbook_loop(mnist_config(root, batch, opts.device, False), device)
+        speed = race({"preset": preset, "reused": reused, "textbook": textbook}, device, opts)
+        for reuse, name, flops in ((False, "preset", preset_flops), (True, "reused", reused_flops)):
+            row = {
+                "batch_size": batch,
+                "reuse_fake": reuse,
+                "steps_per_s": speed[name],
+                "images_per_s": speed[name] * batch,
+                "flops_per_step": flops,
+                "mfu": flops * speed[name] / rate,
+                "textbook_images_per_s": speed["textbook"] * batch,
+                "speedup_vs_textbook": speed[name] / speed["textbook"],
+            }
+            rows.append(row)
             report(
                 f"seed_mnist batch {batch}{' reuse_fake' if reuse else ''}: "
-                f"{row['images_per_s']:,.0f} images/s, MFU {row['mfu']:.0%}"
+                f"{row['images_per_s']:,.0f} images/s, MFU {row['mfu']:.0%}, "
+                f"{row['speedup_vs_textbook']:.2f}x the textbook loop"
             )
-            if not reuse:
-                base = textbook_throughput(cfg, device, opts)
-                row["textbook_images_per_s"] = base["images_per_s"]
-                report(f"textbook loop batch {batch}: {base['images_per_s']:,.0f} images/s")
-            rows.append(row)
-    for row in rows:  # the speed-up over the textbook loop at the same batch
-        base = next(r for r in rows if r["batch_size"] == row["batch_size"] and not r["reuse_fake"])
-        row["speedup_vs_textbook"] = row["images_per_s"] / base["textbook_images_per_s"]
     results["mnist"] = rows
     shutil.rmtree(scratch, ignore_errors=True)
     write_json(opts.out / "bench.json", results)
