@@ -258,3 +258,16 @@ def test_ema_batch_norm_statistics_are_its_own(tiny_mnist: Path) -> None:
     with torch.no_grad():
         expected = before_norm(z).mean(dim=0)
     torch.testing.assert_close(first_norm.running_mean, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_of_an_mnist_run_takes_another_data_root(tmp_path: Path, tiny_mnist: Path) -> None:
+    from gantool.cli import main
+
+    run = tmp_path / "run"
+    train(compose_config(mnist_overrides(tiny_mnist, "trainer.eval_at_end=false")), run)
+    moved = tmp_path / "moved"
+    tiny_mnist.rename(moved)
+    main(["eval", str(run), "--device", "cpu", "--data-root", str(moved)])
+    written = json.loads((run / "eval.json").read_text())
+    assert written["eval"]["eval/num_samples"] == 32 and written["objective"]["name"] == "eval/fld"
+    assert written["eval"]["eval/fld_noise"] > written["eval"]["eval/fld_real_floor"]

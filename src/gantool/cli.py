@@ -260,11 +260,16 @@ def evaluate(args: list[str]) -> None:
         "uniform noise. Prints a table and writes RUN_DIR/eval.json.",
         "generated samples to score (default: trainer.num_eval_samples)",
     )
+    parser.add_argument(
+        "--data-root", help="MNIST: the dataset.root to score against (default: the run's)"
+    )
     opts = _parse_generator_args(parser, args)
     from gantool.console import console, print_eval
     from gantool.evaluate import evaluate_checkpoint, targets
 
-    trained, results, path = evaluate_checkpoint(opts.path, opts.num, opts.seed, opts.device)
+    trained, results, path = evaluate_checkpoint(
+        opts.path, opts.num, opts.seed, opts.device, opts.data_root
+    )
     console.print(f"{trained.checkpoint} (step {trained.step})")
     print_eval(results, targets(trained.config))
     console.print(f"Wrote {path}")

@@ -164,15 +164,18 @@ def targets(cfg: Config) -> dict[str, float]:
 
 
 def evaluate_checkpoint(
-    path: str | Path, num: int | None, seed: int, device_name: str
+    path: str | Path, num: int | None, seed: int, device_name: str, data_root: str | None = None
 ) -> tuple[Trained, dict, Path]:
     """`gantool eval`: score a checkpoint's generator and write RUN_DIR/eval.json.
 
     Returns the loaded generator, the results and the file written. `num` defaults to the
-    run's trainer.num_eval_samples.
+    run's trainer.num_eval_samples; `data_root` replaces the run's MNIST dataset.root (a
+    relative root points elsewhere once the working folder changes).
     """
     trained = load_generator(path, device_name)
     cfg = trained.config
+    if data_root is not None and not isinstance(cfg.dataset, GaussianConfig):
+        cfg.dataset.root = data_root
     results = evaluate(
         cfg, trained.generator, trained.device, num or cfg.trainer.num_eval_samples, seed
     )
