@@ -55,5 +55,10 @@ class TensorBoardLog:
         else:
             self.writer.add_histogram("samples", samples[:, 0], step)
 
+    def flush(self) -> None:
+        """Everything so far to disk: at each checkpoint, so a resumed run, which logs again
+        from its checkpoint on, leaves no gap."""
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()

@@ -257,6 +257,8 @@ def _train(cfg: Config, run_dir: Path) -> dict:
 
     def checkpoint() -> Path | None:
         check_finite()
+        if board:
+            board.flush()
         if gan.ema is not None:  # the saved EMA generator is ready to sample from
             gan.calibrate_ema(cfg, device)
         state = {
