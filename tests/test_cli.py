@@ -139,3 +139,18 @@ def test_resume_overrides_replace_the_saved_ones() -> None:
     old = ["dataset=mnist", "trainer.steps=100", "+extra=1"]
     new = ["trainer.steps=200", "extra=2"]
     assert merge_overrides(old, new) == ["dataset=mnist", "trainer.steps=200", "extra=2"]
+
+
+def test_a_plugin_left_out_names_the_extra_that_brings_it(tmp_path: Path) -> None:
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the optuna sweeper is installed here")
+    done = run_cli("train", "-m", "hydra/sweeper=optuna", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith(
+        "hydra/sweeper=optuna is not a choice: expected one of basic "
+        "(it comes with pip install 'gantool[optuna]')"
+    )

@@ -27,6 +27,14 @@ class Interrupted(GantoolError):
         self.exit_code = 128 + signum
 
 
+# Hydra plugins that gantool installs only with an extra: which extra brings which option.
+PLUGIN_EXTRAS = {
+    "hydra/launcher=submitit_slurm": "slurm",
+    "hydra/launcher=submitit_local": "slurm",
+    "hydra/sweeper=optuna": "optuna",
+}
+
+
 def describe_config_error(error: Exception, overrides: list[str] | None = None) -> str:
     """One line for a Hydra or OmegaConf composition error: the key, the value, what is allowed.
 
@@ -41,7 +49,9 @@ def describe_config_error(error: Exception, overrides: list[str] | None = None) 
         if not available:
             return f"{group}={option} is not a choice (`gantool train --help` lists them)"
         choices = ", ".join(available.group(1).split())
-        return f"{group}={option} is not a choice: expected one of {choices}"
+        extra = PLUGIN_EXTRAS.get(f"{group}={option}")
+        hint = f" (it comes with pip install 'gantool[{extra}]')" if extra else ""
+        return f"{group}={option} is not a choice: expected one of {choices}{hint}"
     full_key = getattr(cause, "full_key", None)
     object_type = getattr(cause, "object_type", None)
     line = first_line(getattr(cause, "msg", None) or cause)
