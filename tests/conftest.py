@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from gantool.config import Config, load_config
+from gantool.data.mnist import write_idx
 
 # Shrinks any config to a run of seconds on CPU.
 FAST = [
@@ -28,17 +28,6 @@ FAST = [
 def compose_config(overrides: list[str]) -> Config:
     """The real configs, composed and checked exactly as `gantool train` does."""
     return load_config(overrides)
-
-
-def write_idx(path: Path, array: np.ndarray, gz: bool) -> None:
-    """Write a uint8 array as an IDX file, the format of the MNIST distribution."""
-    magic = 0x0800 | array.ndim
-    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        data = gzip.compress(data)
-    path.write_bytes(data)
 
 
 def write_tiny_mnist(root: Path, split: str = "test", num: int = 64, gz: bool = True) -> Path:

@@ -29,7 +29,7 @@ from torch import nn
 
 from gantool.config import Config, load_config, to_dict
 from gantool.data import build_data
-from gantool.data.mnist import file_names, raw_folder
+from gantool.data.mnist import file_names, raw_folder, split_present, write_idx
 from gantool.device import resolve_device
 from gantool.errors import GantoolError
 from gantool.models import Discriminator, Generator
@@ -123,20 +123,17 @@ def _sync(device: torch.device) -> None:
 def mnist_root(requested: str, scratch: Path) -> tuple[str, str]:
     """A dataset.root with MNIST's test split, and what it holds: real files, or random images
     written under `scratch` when there are none (speed does not depend on the pixels)."""
-    folder = raw_folder(requested)
-    if all(any((folder / f"{n}{gz}").is_file() for gz in ("", ".gz")) for n in file_names("test")):
+    if split_present(requested, "test"):
         return requested, f"MNIST test split in {Path(requested).resolve()}"
-    root = scratch
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10_000, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, 10_000, dtype=np.uint8)
-    raw = raw_folder(root)
+    raw = raw_folder(scratch)
     raw.mkdir(parents=True, exist_ok=True)
     for name, array in zip(file_names("test"), (images, labels), strict=True):
-        magic = 0x0800 | array.ndim
-        dims = b"".join(n.to_bytes(4, "big") for n in array.shape)
-        (raw / name).write_bytes(magic.to_bytes(4, "big") + dims + array.tobytes())
-    return str(root), f"random images (no MNIST test split in {folder.resolve()})"
+        write_idx(raw / name, array)
+    where = raw_folder(requested).resolve()
+    return str(scratch), f"random images (no MNIST test split in {where})"
 
 
 def mnist_config(root: str, batch_size: int, device: str, reuse_fake: bool) -> Config:

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from gantool.config import MnistConfig
 from gantool.console import ProgressBar
-from gantool.data.mnist import file_names, load_mnist, raw_folder, to_model_range
+from gantool.data.mnist import load_mnist, split_present, to_model_range
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,6 @@ def cache_dir() -> Path:
     if os.environ.get("XDG_CACHE_HOME"):
         return Path(os.environ["XDG_CACHE_HOME"]) / "gantool"
     return Path.home() / ".cache" / "gantool"
-
-
-def split_present(root: str | Path, split: str) -> bool:
-    """Whether both IDX files of a split are under root (gzipped or not)."""
-    folder = raw_folder(root)
-    return all(
-        (folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in file_names(split)
-    )
 
 
 Split = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 28, 28), labels (N,)

@@ -76,6 +76,23 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(len(images), -1).float() / 127.5 - 1.0
 
 
+def split_present(root: str | Path, split: str) -> bool:
+    """Whether both IDX files of a split are under ROOT/MNIST/raw (gzipped or not)."""
+    folder = raw_folder(root)
+    return all(_find(folder, name) is not None for name in file_names(split))
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    """Write a uint8 array as an IDX file (PATH.gz when gz), the format read_idx reads."""
+    magic = 0x0800 | array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
 def _find(folder: Path, name: str) -> Path | None:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
