@@ -14,6 +14,9 @@ import torch
 from gantool.config import Config, load_config
 from gantool.data.mnist import write_idx
 
+# Tests that need "no CUDA here" skip on a machine with a GPU.
+CUDA = torch.cuda.is_available()
+
 # Shrinks any config to a run of seconds on CPU.
 FAST = [
     "device=cpu",
@@ -23,6 +26,19 @@ FAST = [
     "trainer.checkpoint_every=3",
     "trainer.num_eval_samples=1000",
 ]
+
+
+def mnist_overrides(root: Path, *extra: str) -> list[str]:
+    """FAST on the MNIST files under `root` (see write_tiny_mnist)."""
+    return [
+        "dataset=mnist",
+        f"dataset.root={root}",
+        "dataset.split=test",
+        "dataset.download=false",
+        *FAST,
+        "trainer.batch_size=16",
+        *extra,
+    ]
 
 
 def compose_config(overrides: list[str]) -> Config:

@@ -12,7 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import compose_config
 from gantool.bench import BenchOptions, print_bench, run_bench, step_flops
 from gantool.data import build_data
-from gantool.trainer import GAN, train_step
+from gantool.gan import GAN
+from gantool.trainer import StepSettings, train_step
 
 CPU = torch.device("cpu")
 
@@ -33,9 +34,9 @@ def test_analytic_flops_equal_the_executed_matmuls(tiny_mnist: Path, extra: list
         ]
     )
     data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     with FlopCounterMode(display=False) as counter:
-        train_step(gan, data, cfg, CPU)
+        train_step(gan, data, StepSettings.of(cfg), CPU)
     assert step_flops(cfg, gan) == counter.get_total_flops()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gantool.checkpoint import (
+    CHECKPOINT_KEYS,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -18,10 +19,18 @@ from gantool.checkpoint import (
 from gantool.errors import GantoolError
 
 
+def state(step: int, **more) -> dict:
+    """The smallest dict with a gantool checkpoint's keys."""
+    config = {"dataset": {"name": "gaussian"}}
+    gan = {"generator": {}}
+    plain = {"data": {}, "rng": {}, "fixed_noise": torch.zeros(1), "stats": {}}
+    return {"step": step, "gan": gan, "config": config, **plain, **more}
+
+
 def test_round_trip_and_keep_the_newest(tmp_path: Path) -> None:
     for step in (10, 20, 30, 40):
-        state = {"step": step, "w": torch.full((3,), float(step)), "rng": [1, 2, None]}
-        save_checkpoint(state, tmp_path, step, keep=2)
+        saved = state(step, w=torch.full((3,), float(step)), rng=[1, 2, None])
+        save_checkpoint(saved, tmp_path, step, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000030.pt", "step_0000040.pt"]
     latest = latest_checkpoint(tmp_path)
     loaded = load_checkpoint(latest)
@@ -35,7 +44,7 @@ def test_round_trip_and_keep_the_newest(tmp_path: Path) -> None:
 
 def test_step_order_is_numeric_not_alphabetic(tmp_path: Path) -> None:
     for step in (9_999_999, 10_000_000):
-        save_checkpoint({"step": step}, tmp_path, step, keep=5)
+        save_checkpoint(state(step), tmp_path, step, keep=5)
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 10_000_000
 
 
@@ -51,18 +60,17 @@ class _Payload:
 def test_a_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     target = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"step": 1, "payload": _Payload(str(target))}, path, pickle_protocol=2)
-    with pytest.raises(GantoolError, match="cannot load checkpoint"):
-        load_checkpoint(path)
-    assert not target.exists()
-    path.write_bytes(pickle.dumps(_Payload(str(target))))
-    with pytest.raises(GantoolError, match="cannot load checkpoint"):
-        load_checkpoint(path)
-    assert not target.exists()
+    torch.save(state(1, payload=_Payload(str(target))), path, pickle_protocol=2)
+    for _ in range(2):  # a torch.save zip file, then a bare pickle
+        with pytest.raises(GantoolError, match="is not a gantool checkpoint") as refused:
+            load_checkpoint(path)
+        assert "was not loaded" in str(refused.value) and "weights_only" not in str(refused.value)
+        assert not target.exists()
+        path.write_bytes(pickle.dumps(_Payload(str(target))))
 
 
 def test_corrupt_file_and_missing_paths_give_clear_errors(tmp_path: Path) -> None:
-    save_checkpoint({"step": 1, "w": torch.ones(1000)}, tmp_path, 1, keep=1)
+    save_checkpoint(state(1, w=torch.ones(1000)), tmp_path, 1, keep=1)
     path = latest_checkpoint(tmp_path)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(GantoolError, match=r"cannot load checkpoint .*step_0000001\.pt"):
@@ -73,3 +81,19 @@ def test_corrupt_file_and_missing_paths_give_clear_errors(tmp_path: Path) -> Non
     empty.mkdir()
     with pytest.raises(GantoolError, match="no checkpoint in"):
         resolve_checkpoint(empty)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (torch.ones(3), "it holds a Tensor, not the dict of step, gan"),
+        ({"weights": torch.ones(3)}, "it lacks step, gan, data, rng, fixed_noise, stats, config"),
+        ({k: {} for k in CHECKPOINT_KEYS}, "its step, config or gan.generator is not"),
+    ],
+    ids=["bare tensor", "foreign dict", "wrong types"],
+)
+def test_a_file_without_gantools_keys_is_not_a_checkpoint(tmp_path: Path, content, message):
+    path = tmp_path / "model.pt"
+    torch.save(content, path)
+    with pytest.raises(GantoolError, match=f"{path} is not a gantool checkpoint: {message}"):
+        load_checkpoint(path)

@@ -10,7 +10,7 @@ from conftest import FAST, compose_config
 from gantool.config import GaussianConfig, MnistConfig, config_dir, to_config, to_dict
 from gantool.data import data_dim
 from gantool.errors import ConfigError
-from gantool.trainer import GAN
+from gantool.gan import GAN
 
 CONFIGS = config_dir()
 
@@ -33,7 +33,9 @@ def options(group: str) -> list[str]:
 )
 def test_every_option_composes_and_builds(overrides: list[str]) -> None:
     cfg = compose_config(overrides)
-    gan = GAN.build(cfg, data_dim(cfg.dataset), torch.device("cpu"))
+    gan = GAN.build(
+        cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data_dim(cfg.dataset), torch.device("cpu")
+    )
     z = torch.rand(8, cfg.model.latent_dim)
     fake = gan.generator(z)
     assert fake.shape == (8, data_dim(cfg.dataset))
@@ -85,7 +87,9 @@ def test_presets_pin_the_reference_setups() -> None:
 
 def test_keras_preset_builds_batch_norm_after_the_activation() -> None:
     cfg = compose_config(["experiment=keras_mnist"])
-    layers = GAN.build(cfg, 784, torch.device("cpu")).generator.net
+    layers = GAN.build(
+        cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 784, torch.device("cpu")
+    ).generator.net
     kinds = [type(m).__name__ for m in layers]
     assert kinds[:3] == ["Linear", "LeakyReLU", "BatchNorm1d"] and kinds[-1] == "Tanh"
     assert layers[2].momentum == pytest.approx(0.2)

@@ -10,8 +10,8 @@ import torch
 
 from conftest import write_tiny_mnist
 from gantool.config import GaussianConfig, MnistConfig
-from gantool.data import GaussianStream, MnistStream
-from gantool.data.mnist import IMAGES_MAGIC, load_mnist, read_idx, write_idx
+from gantool.data.gaussian import GaussianStream
+from gantool.data.mnist import IMAGES_MAGIC, MnistStream, load_mnist, read_idx, write_idx
 from gantool.errors import GantoolError
 
 CPU = torch.device("cpu")

@@ -24,7 +24,7 @@ from conftest import FAST, compose_config, equal_state, only_run_dir
 from gantool import distributed, losses
 from gantool.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from gantool.config import DiscriminatorConfig, GaussianConfig, GeneratorConfig, ModelConfig
-from gantool.data import GaussianStream
+from gantool.data.gaussian import GaussianStream
 from gantool.errors import ConfigError, GantoolError
 from gantool.models import Discriminator, Generator
 from gantool.outputs import MetricsLog

@@ -9,9 +9,10 @@ import torch
 
 from conftest import FAST, compose_config
 from gantool.data import build_data
+from gantool.gan import GAN
 from gantool.optim import build_optimizer
 from gantool.rng import seed_everything
-from gantool.trainer import GAN, STAT_KEYS, train_step
+from gantool.trainer import STAT_KEYS, StepSettings, train_step
 
 CPU = torch.device("cpu")
 
@@ -21,8 +22,8 @@ def first_steps(overrides: list[str], num: int = 3) -> tuple[torch.Tensor, GAN]:
     cfg = compose_config([*FAST, *overrides])
     seed_everything(cfg.trainer.seed)
     data = build_data(cfg.dataset, cfg.trainer.batch_size, cfg.trainer.seed, CPU)
-    gan = GAN.build(cfg, data.data_dim, CPU)
-    return torch.stack([train_step(gan, data, cfg, CPU) for _ in range(num)]), gan
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
+    return torch.stack([train_step(gan, data, StepSettings.of(cfg), CPU) for _ in range(num)]), gan
 
 
 D_LOSS, G_LOSS = STAT_KEYS.index("train/d_loss"), STAT_KEYS.index("train/g_loss")
@@ -43,10 +44,10 @@ def test_reused_fakes_are_the_d_updates_fakes() -> None:
     cfg = compose_config([*FAST, "trainer.reuse_fake=true", "loss.r1_gamma=0"])
     seed_everything(0)
     data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     seen = []
     gan.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    train_step(gan, data, cfg, CPU)
+    train_step(gan, data, StepSettings.of(cfg), CPU)
     real, fake_for_d, fake_for_g = seen
     assert torch.equal(fake_for_d, fake_for_g) and not torch.equal(real, fake_for_d)
 
@@ -54,7 +55,7 @@ def test_reused_fakes_are_the_d_updates_fakes() -> None:
 def test_d_trains_only_in_its_own_update() -> None:
     cfg = compose_config(FAST)
     data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     D = gan.discriminator
     at_d_update = []
     step = gan.d_optimizer.step
@@ -62,7 +63,7 @@ def test_d_trains_only_in_its_own_update() -> None:
         at_d_update.append([p.grad.clone() for p in D.parameters()]),
         step(),
     )
-    train_step(gan, data, cfg, CPU)
+    train_step(gan, data, StepSettings.of(cfg), CPU)
     assert all(p.requires_grad for p in D.parameters())  # switched back on after G's update
     # G's update computed no gradients for D: D's are still those of its own update.
     for g, p in zip(at_d_update[-1], D.parameters(), strict=True):

@@ -11,25 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, compose_config, equal_state
+from conftest import FAST, compose_config, equal_state, mnist_overrides
 from gantool.checkpoint import latest_checkpoint, load_checkpoint
 from gantool.errors import GantoolError
+from gantool.gan import GAN
 from gantool.models import Generator, generate, sample_latent
 from gantool.outputs import MetricsLog
 from gantool.sampling import sample_checkpoint
-from gantool.trainer import GAN, STAT_KEYS, train
-
-
-def mnist_overrides(root: Path, *extra: str) -> list[str]:
-    return [
-        "dataset=mnist",
-        f"dataset.root={root}",
-        "dataset.split=test",
-        "dataset.download=false",
-        *FAST,
-        "trainer.batch_size=16",
-        *extra,
-    ]
+from gantool.trainer import STAT_KEYS, train
 
 
 def test_gaussian_run_fills_its_folder(tmp_path: Path) -> None:
@@ -55,6 +44,7 @@ def test_gaussian_run_fills_its_folder(tmp_path: Path) -> None:
     assert summary["first_step_time"] < time.time()
     assert 0 < summary["train_seconds"] < summary["wall_seconds"]
     assert sorted(p.name for p in run.iterdir()) == [
+        ".lock",  # held while a process trains here; holds its PID
         "checkpoints",
         "metrics.jsonl",
         "plots",
@@ -68,7 +58,16 @@ def test_checkpoint_holds_the_whole_state(tmp_path: Path) -> None:
     train(cfg, tmp_path)
     state = load_checkpoint(latest_checkpoint(tmp_path))
     assert state["step"] == 6
-    assert set(state) == {"step", "gan", "data", "rng", "fixed_noise", "stats", "config"}
+    assert set(state) == {
+        "step",
+        "gan",
+        "data",
+        "rng",
+        "fixed_noise",
+        "stats",
+        "config",
+        "started_in",  # the working folder: what a relative dataset.root is relative to
+    }
     assert set(state["gan"]) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "ema"}
     assert set(state["rng"]) >= {"torch", "numpy", "python"}
     assert state["fixed_noise"].shape == (cfg.trainer.num_samples, cfg.model.latent_dim)
@@ -79,7 +78,7 @@ def test_mnist_run_on_a_tiny_idx_file(tmp_path: Path, tiny_mnist: Path) -> None:
     run = tmp_path / "run"
     summary = train(compose_config(mnist_overrides(tiny_mnist)), run)
     grid = Image.open(summary["samples"])
-    assert grid.size == (2 + 8 * 30, 2 + 8 * 30)  # an 8x8 grid of 28px digits, 2px padding
+    assert grid.size == (484, 520)  # an 8x8 grid of 28px digits, drawn 2x, with a title
     assert summary["eval"]["eval/num_samples"] == 32  # half the 64 images: the reference
     assert summary["objective"]["name"] == "eval/fld"
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["losses.png"]
@@ -111,7 +110,7 @@ def test_real_mnist_test_split_trains(tmp_path: Path) -> None:
     assert len(rows) == 3 and all(r["train/d_loss"] > 0 for r in rows)
     # 30 Adam steps move G's output from noise toward the dark background of real digits.
     assert rows[-1]["train/fake_mean"] < rows[0]["train/fake_mean"]
-    assert Image.open(summary["samples"]).size == (242, 242)
+    assert Image.open(summary["samples"]).size == (484, 520)  # 8x8 digits, 2x, titled
 
 
 RESUME_CASES = {
@@ -158,21 +157,22 @@ def test_sample_from_a_run_folder_and_a_checkpoint(tmp_path: Path, tiny_mnist: P
     train(compose_config(FAST), gaussian)
     train(compose_config(mnist_overrides(tiny_mnist)), mnist)
 
-    png, csv = sample_checkpoint(gaussian, 500, tmp_path / "g.png", seed=1, device_name="cpu")
-    assert png.stat().st_size > 0 and csv == tmp_path / "g.csv"
+    _, csv = sample_checkpoint(gaussian, 500, tmp_path / "g.csv", seed=1, device_name="cpu")
+    assert csv == tmp_path / "g.csv"
     values = csv.read_text().splitlines()
     assert values[0] == "x" and len(values) == 501
-    again = sample_checkpoint(gaussian, 500, tmp_path / "h.png", seed=1, device_name="cpu")
-    assert again[1].read_text() == csv.read_text()  # same seed, same samples
+    _, again = sample_checkpoint(gaussian, 500, tmp_path / "h.csv", seed=1, device_name="cpu")
+    assert again.read_text() == csv.read_text()  # same seed, same samples
 
-    (grid,) = sample_checkpoint(mnist / "checkpoints" / "step_0000003.pt", 16, None, 0, "cpu")
+    _, grid = sample_checkpoint(mnist / "checkpoints" / "step_0000003.pt", 16, None, 0, "cpu")
     assert grid == mnist / "samples" / "sample_step_0000003.png"
-    assert Image.open(grid).size == (2 + 4 * 30, 2 + 4 * 30)
+    # a 4x4 grid (122 px) drawn 4x, under a title band
+    assert Image.open(grid).size == (4 * (2 + 4 * 30), 4 * (2 + 4 * 30) + 36)
 
 
 def test_ema_is_the_moving_average_of_the_generator() -> None:
     cfg = compose_config([*FAST, "trainer.ema_decay=0.9", "model.g.batch_norm=true"])
-    gan = GAN.build(cfg, 1, torch.device("cpu"))
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 1, torch.device("cpu"))
     with torch.no_grad():
         for p in gan.generator.parameters():
             p.fill_(1.0)
@@ -197,7 +197,7 @@ def test_ema_is_what_samples_and_reports_use(tmp_path: Path) -> None:
     g, ema = state["gan"]["generator"], state["gan"]["ema"]
     assert any(not torch.equal(g[k], ema[k]) for k in g)
 
-    _, csv = sample_checkpoint(tmp_path, 100, tmp_path / "s.png", seed=3, device_name="cpu")
+    _, csv = sample_checkpoint(tmp_path, 100, tmp_path / "s.csv", seed=3, device_name="cpu")
     G = Generator(cfg.model, 1)
     G.load_state_dict(ema)
     z = sample_latent(100, cfg.model, torch.device("cpu"), torch.Generator().manual_seed(3))
@@ -236,15 +236,15 @@ def test_tensorboard_and_the_progress_gif(tmp_path: Path, tiny_mnist: Path, data
 
 
 def test_ema_batch_norm_statistics_are_its_own(tiny_mnist: Path) -> None:
-    from gantool.trainer import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES
+    from gantool.gan import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES
 
     cfg = compose_config(mnist_overrides(tiny_mnist, "trainer.ema_decay=0.5"))
     cpu = torch.device("cpu")
-    gan = GAN.build(cfg, 784, cpu)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 784, cpu)
     with torch.no_grad():  # EMA weights unlike G's, as after training
         for p in gan.ema.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    gan.calibrate_ema(cfg, cpu)
+    gan.calibrate_ema(cfg.model, cpu)
     first_norm = next(m for m in gan.ema.modules() if isinstance(m, torch.nn.BatchNorm1d))
     noise = torch.Generator().manual_seed(0)
     z = torch.cat(

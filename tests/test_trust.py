@@ -162,13 +162,14 @@ def test_a_full_disk_is_a_clear_error(tmp_path, monkeypatch) -> None:
 
 
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path) -> None:
-    # Both fail on a bad value right after Hydra made their folders: quick, and still real.
-    args = [sys.executable, "-m", "gantool", "train", "dataset.std=-1"]
+    # One-step runs: quick, and still real.
+    args = [sys.executable, "-m", "gantool", "train", "device=cpu", "trainer.steps=1"]
+    args.append("trainer.eval_at_end=false")
     procs = [subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]
-    assert [p.wait(timeout=60) for p in procs] == [2, 2]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
     summaries = list((tmp_path / "outputs").rglob("summary.json"))
     assert len(summaries) == 2
-    assert all(json.loads(p.read_text())["status"] == "failed" for p in summaries)
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in summaries)
 
 
 if os.name != "posix":  # pragma: no cover

@@ -7,21 +7,28 @@ crash never leaves a half-written file under a checkpoint's name.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import pickle
 import re
 import shutil
-import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
+from gantool.config import Config, to_dict
 from gantool.errors import GantoolError, first_line
+from gantool.outputs import atomic_write
+from gantool.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^step_(\d+)\.pt$")
 LAST = "last.pt"
+# Less free space than this after a failed write: the disk is full (a checkpoint is larger).
+DISK_FULL_MARGIN = 1 << 20
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -67,27 +74,76 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise GantoolError(f"{path}: no such checkpoint file or run folder")
 
 
+# What trainer.checkpoint() writes (and sample, eval and resume read): a file without these
+# keys is not a gantool checkpoint. Newer checkpoints may hold more, such as "started_in".
+CHECKPOINT_KEYS = ("step", "gan", "data", "rng", "fixed_noise", "stats", "config")
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """Load with weights_only=True: tensors and plain containers only, never arbitrary code."""
+    """A gantool checkpoint's state, or a GantoolError saying why the file is not one.
+
+    Loaded with weights_only=True: tensors and plain containers only, never arbitrary code. A
+    file that needs more (a crafted pickle, another program's objects) is refused unloaded;
+    so is one that loads but lacks gantool's keys (a bare tensor, another program's dict).
+    """
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # pickle errors, truncated zip files, refused globals, ...
-        raise GantoolError(f"cannot load checkpoint {path}: {first_line(e)}") from e
+        with warnings.catch_warnings():  # torch warns of a pickle protocol it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # not a pickle at all
+            raise GantoolError(f"cannot load checkpoint {path}: {_reason(e)}") from e
+        raise GantoolError(
+            f"{path} is not a gantool checkpoint: it holds Python objects other than tensors "
+            "and plain containers, and was not loaded (unpickling them could run code)"
+        ) from None
+    except Exception as e:  # truncated zip files, empty files, text, ...
+        raise GantoolError(f"cannot load checkpoint {path}: {_reason(e)}") from e
+    if not isinstance(state, dict):
+        raise GantoolError(
+            f"{path} is not a gantool checkpoint: it holds a {type(state).__name__}, not the "
+            f"dict of {', '.join(CHECKPOINT_KEYS)}"
+        )
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise GantoolError(f"{path} is not a gantool checkpoint: it lacks {', '.join(missing)}")
+    gan, config = state["gan"], state["config"]
+    if not (
+        isinstance(state["step"], int)
+        and isinstance(config, dict)
+        and isinstance(gan, dict)
+        and isinstance(gan.get("generator"), dict)
+    ):
+        raise GantoolError(
+            f"{path} is not a gantool checkpoint: its step, config or gan.generator is not "
+            "what gantool writes"
+        )
+    return state
 
 
-def load_latest(run_dir: Path) -> tuple[Path, dict] | None:
+def _reason(error: Exception) -> str:
+    """Why torch.load failed, in one short clause (torch's advice left out)."""
+    sentence = first_line(error).split(". ")[0].rstrip(".")
+    if "weights_only" in sentence or sentence == type(error).__name__:
+        return f"damaged or not a checkpoint file ({type(error).__name__})"
+    return f"damaged or not a checkpoint file ({type(error).__name__}: {sentence})"
+
+
+def load_latest(run_dir: Path, set_aside: bool = True) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads, or None if the run has none.
 
-    A newer one that fails to load (truncated, corrupt) is renamed to ``*.pt.corrupt`` with a
-    warning, so it is kept for inspection but never picked again.
+    A newer one that fails to load (truncated, corrupt, not gantool's) is renamed to
+    ``*.pt.corrupt`` with a warning, so it is kept for inspection but never picked again;
+    with set_aside=False (checks that must write nothing) it is only skipped.
     """
     found = list_checkpoints(run_dir)
     for path in reversed(found):
         try:
             return path, load_checkpoint(path)
         except GantoolError as e:
-            log.warning("%s; falling back to the previous checkpoint", e)
-            path.rename(path.with_name(path.name + ".corrupt"))
+            if set_aside:
+                log.warning("%s; falling back to the previous checkpoint", e)
+                path.rename(path.with_name(path.name + ".corrupt"))
     if found:
         raise GantoolError(f"no loadable checkpoint in {checkpoint_dir(run_dir)}")
     return None
@@ -102,16 +158,23 @@ def remove_temporaries(run_dir: Path) -> None:
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
-        raise GantoolError(f"cannot write {path}: {e}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if _disk_full(e, path.parent):
+            raise GantoolError(f"cannot write {path}: the disk is full") from e
+        raise GantoolError(f"cannot write {path}: {first_line(e)}") from e
+
+
+def _disk_full(error: Exception, folder: Path) -> bool:
+    """torch.save says "[enforce fail at inline_container.cc] unexpected pos" when the disk
+    fills: look at the disk itself rather than the wording."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_MARGIN
+    except OSError:
+        return False
 
 
 def _link_or_copy(src: Path, dst: str) -> None:
@@ -120,3 +183,86 @@ def _link_or_copy(src: Path, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # file systems without hard links
         shutil.copyfile(src, dst)
+
+
+# Dataset settings that say where the files are, not what is learned.
+RESUME_MAY_CHANGE = {"dataset.root", "dataset.download"}
+
+
+def check_resumable(saved: dict, now: dict, path: Path) -> None:
+    """Refuse to resume when a setting that shapes the model, the data or the optimizer state
+    has changed (`saved`: the checkpoint's config; `now`: the new one, both as plain dicts).
+
+    Lengths, intervals, learning rates and the like may change; they only steer what follows.
+    A different optimizer (adam -> sgd) could not take over the saved optimizer state.
+    """
+    before, after = _flatten(saved), _flatten(now)
+    keys = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if (k.startswith(("model.", "dataset.")) or k in ("optimizer.g.name", "optimizer.d.name"))
+        and k not in RESUME_MAY_CHANGE
+        and before.get(k) != after.get(k)
+    )
+    if keys:
+        changes = ", ".join(f"{k} ({before.get(k)} -> {after.get(k)})" for k in keys)
+        raise GantoolError(f"cannot resume from {path}: these settings differ: {changes}")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class Checkpointer:
+    """A run's checkpoints, for the trainer: the newest that loads (checked to be the same
+    model), saving with keep-K, and the files that did not load set aside.
+
+    Only the process that `writes` (rank 0) touches files; the others get None from save.
+    """
+
+    def __init__(self, folder: RunFolder, keep: int, writes: bool = True):
+        self.run_dir = folder.path
+        self.keep = keep
+        self.writes = writes
+        self.broken: list[tuple[Path, GantoolError]] = []
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.run_dir)
+
+    def newest(self, cfg: Config) -> tuple[Path, dict] | None:
+        """The newest checkpoint that loads and that `cfg` may resume, or None if there is
+        none at all. Reads only: the files that did not load are remembered for
+        set_aside_broken, which runs once every check has passed."""
+        found = list_checkpoints(self.run_dir)
+        self.broken = []
+        for path in reversed(found):
+            try:
+                state = load_checkpoint(path)
+            except GantoolError as e:
+                self.broken.append((path, e))
+                continue
+            check_resumable(state["config"], to_dict(cfg), path)
+            return path, state
+        if found:
+            raise GantoolError(f"no loadable checkpoint in {checkpoint_dir(self.run_dir)}")
+        return None
+
+    def set_aside_broken(self) -> None:
+        """Rename the newer files that did not load to *.pt.corrupt, kept for inspection but
+        never picked again, and clear leftover temporary files of a killed save."""
+        for path, error in self.broken:
+            log.warning("%s; falling back to the previous checkpoint", error)
+            path.rename(path.with_name(path.name + ".corrupt"))
+        self.broken = []
+        remove_temporaries(self.run_dir)
+
+    def save(self, step: int, state: dict) -> Path | None:
+        if not self.writes:
+            return None
+        return save_checkpoint(state, self.run_dir, step, self.keep)

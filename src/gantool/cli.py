@@ -14,12 +14,14 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from gantool.errors import GantoolError, Interrupted
+from gantool.errors import GantoolError, Interrupted, NothingToDo
 
 USAGE = """\
 usage: gantool COMMAND [ARGS]
@@ -37,6 +39,10 @@ commands:
                                one row per job of a sweep; also writes SWEEP_DIR/report.csv
   bench   [--out DIR]          measure training speed on this machine; writes bench.json
 
+options:
+  -h, --help   this text; `gantool COMMAND --help` describes a command
+  --version    gantool's version
+
 examples:
   gantool train                                   # the 1-D Gaussian N(4, 1.25²)
   gantool train dataset=mnist dataset.root=data   # the MLP GAN on MNIST
@@ -47,39 +53,69 @@ examples:
   gantool report outputs/multirun/2026-01-01/12-00-00-4242 --sort w1
 """
 
+RESUME_USAGE = """\
+usage: gantool resume RUN_DIR [OVERRIDES]
+
+Continue a stopped or finished run from its latest checkpoint, in the same folder, with the
+run's own settings (its .hydra/overrides.yaml) plus any new overrides; a new value for a key
+replaces the saved one. Settings that shape the model or the data cannot change.
+
+arguments:
+  RUN_DIR     a run folder, or one job's folder of a sweep (outputs/multirun/DATE/TIME-PID/N)
+  OVERRIDES   Hydra overrides, as for `gantool train`, e.g. trainer.steps=4000
+
+example:
+  gantool resume outputs/2026-01-01/12-00-00-4242 trainer.steps=4000
+"""
+
+HELP_FLAGS = ("-h", "--help")
 HYDRA_COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in HELP_FLAGS:
         print(USAGE, end="")
         return
+    if argv[0] == "--version":
+        print(f"gantool {_version()}")
+        return
     command, args = argv[0], argv[1:]
+    if command == "resume" and any(arg in HELP_FLAGS for arg in args):
+        print(RESUME_USAGE, end="")  # the other commands' parsers (argparse, Hydra) have theirs
+        return
     try:
         if command in HYDRA_COMPLETION_FLAGS:
-            _drop_subcommand_from_completion_line()
-            run_train(argv)
+            _shell_completion(argv)
         elif command in COMMANDS:
             COMMANDS[command](args)
         else:
             raise GantoolError(f"unknown command {command!r}: expected {', '.join(COMMANDS)}")
     except GantoolError as e:
         _exit(e)
+    except KeyboardInterrupt:  # before or after training, whose own handler saves a checkpoint
+        _exit(Interrupted("SIGINT: stopped", signal.SIGINT))
 
 
-def run_train(args: list[str]) -> None:
-    """Run the Hydra app behind `gantool train` with these command-line arguments."""
+def run_train(args: list[str], checked: bool = False) -> None:
+    """Run the Hydra app behind `gantool train` with these command-line arguments.
+
+    Unless `checked` (resume has checked them), the config, device and run folder are checked
+    first, so that a refused run creates no folder.
+    """
     import hydra
 
     from gantool.config import config_dir, register_configs
     from gantool.errors import ConfigError, describe_config_error
+    from gantool.preflight import MULTIRUN_FLAGS, check_new_run
 
     register_configs()
     rank, world_size = _torchrun()
+    if not checked:
+        check_new_run(args, world_size)
     private_dir = None
     if world_size > 1:
-        if any(arg in ("-m", "--multirun", "hydra.mode=MULTIRUN") for arg in args):
+        if any(arg in MULTIRUN_FLAGS for arg in args):
             raise GantoolError("sweeps (-m) do not run under torchrun: start one torchrun per job")
         if rank > 0:
             # Hydra would make a time-stamped run folder in every process. Only rank 0's is
@@ -92,7 +128,9 @@ def run_train(args: list[str]) -> None:
     app = hydra.main(config_path=str(config_dir()), config_name="train", version_base=None)
     try:
         app(_train_job)()
-    except GantoolError:
+    except GantoolError as e:
+        if not isinstance(e, Interrupted):
+            _say_where_the_sweep_is()
         raise
     except Exception as e:
         if getattr(e, "gantool_job", False):  # a bug inside a job: its traceback should be seen
@@ -104,9 +142,25 @@ def run_train(args: list[str]) -> None:
         # Anything else failed while Hydra composed the config (it raises HydraException,
         # OmegaConf errors, and for some inputs plain ValueError or TypeError).
         raise ConfigError(describe_config_error(e, args)) from e
+    else:
+        _say_where_the_sweep_is()
     finally:
         if private_dir:
             shutil.rmtree(private_dir, ignore_errors=True)
+
+
+def _say_where_the_sweep_is() -> None:
+    from gantool.sweep import RememberSweepFolder
+
+    folder = RememberSweepFolder.folder
+    if folder:
+        import shlex
+
+        from gantool.console import console
+
+        console.print(
+            f"Sweep folder: {folder}\nCompare its jobs: gantool report {shlex.quote(folder)}"
+        )
 
 
 def _train_job(dict_cfg) -> float | None:
@@ -130,6 +184,15 @@ def _train_job(dict_cfg) -> float | None:
         with distributed.process_group(cfg):  # under torchrun; no group for one process
             run_dir = distributed.from_main(lambda: run_dir)  # rank 0's folder, on every rank
             summary = train(cfg, run_dir)
+    except KeyboardInterrupt:  # outside training's own handler: start-up or the evaluation
+        e = Interrupted(
+            f"SIGINT before the run was wrapped up; its checkpoints are kept in {run_dir} "
+            f"(`gantool resume {run_dir}` trains on, `gantool eval {run_dir}` scores the latest)",
+            2,
+        )
+        if rank == 0:
+            _record_failure(run_dir, e)
+        _exit(e)
     except GantoolError as e:
         if rank == 0:
             _record_failure(run_dir, e)
@@ -155,29 +218,29 @@ def _train_job(dict_cfg) -> float | None:
 
 
 def _record_failure(run_dir: Path, error: GantoolError) -> None:
-    """Leave summary.json saying how the run ended, for the user and for sweep reports."""
-    from gantool.outputs import write_json
+    """Record how the run ended, for the user and for sweep reports (see RunFolder.record_end):
+    a completed run's summary is kept, and a failed resume of it goes beside it."""
+    from gantool.run_folder import RunFolder, RunInUse
 
+    if isinstance(error, RunInUse | NothingToDo):  # the folder is another process's, or done
+        return
     status = "interrupted" if isinstance(error, Interrupted) else "failed"
     with contextlib.suppress(OSError):  # if the folder itself failed, the error line says so
-        write_json(run_dir / "summary.json", {"status": status, "error": str(error)})
+        RunFolder(run_dir).record_end(status, str(error))
 
 
 def resume(args: list[str]) -> None:
     if not args or args[0].startswith("-"):
         raise GantoolError("usage: gantool resume RUN_DIR [OVERRIDES]")
-    from omegaconf import OmegaConf
+    from gantool.preflight import plan_resume
+    from gantool.run_folder import RunFolder
 
-    from gantool.checkpoint import checkpoint_dir, latest_checkpoint
-
-    run_dir = Path(args[0]).resolve()
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not saved.is_file():
-        raise GantoolError(f"{run_dir} is not a gantool run folder: {saved} is missing")
-    if latest_checkpoint(run_dir) is None:
-        raise GantoolError(f"nothing to resume: no checkpoint in {checkpoint_dir(run_dir)}")
-    overrides = merge_overrides(list(OmegaConf.load(saved)), args[1:])
-    run_train([*overrides, f"hydra.run.dir={_quoted(run_dir)}"])
+    folder = RunFolder(Path(args[0]).resolve())
+    rank, _ = _torchrun()
+    overrides = plan_resume(folder, args[1:], check_lock=rank == 0)  # refusals write nothing
+    # Held from here to the end of training, so that no second process slips in between.
+    with folder.lock() if rank == 0 else contextlib.nullcontext():
+        run_train([*overrides, f"hydra.run.dir={_quoted(folder.path)}"], checked=True)
 
 
 def _quoted(path: str | Path) -> str:
@@ -186,65 +249,89 @@ def _quoted(path: str | Path) -> str:
     return f"'{escaped}'"
 
 
-def merge_overrides(old: list[str], new: list[str]) -> list[str]:
-    """The run's saved overrides with the new ones applied: a new value for a key replaces it."""
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one `error:` line and exit 2, like every gantool error."""
 
-    def key(override: str) -> str:
-        return override.split("=", 1)[0].lstrip("+~")
+    def error(self, message: str):
+        from gantool.errors import ConfigError
 
-    replaced = {key(o) for o in new}
-    return [o for o in old if key(o) not in replaced] + list(new)
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 def _generator_parser(prog: str, description: str, num_help: str) -> argparse.ArgumentParser:
     """The arguments of the commands that use a trained generator: sample and eval."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("path", help="a checkpoint file, or a run folder (its latest checkpoint)")
+    parser = _OneLineParser(prog=prog, description=description)
+    parser.add_argument(
+        "path", help="a checkpoint file, or a run folder (its newest checkpoint that loads)"
+    )
     parser.add_argument("--num", type=int, help=num_help)
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2^64-1 (default 0)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        metavar="DEVICE",
+        help="auto, cpu, cuda or mps (default auto)",
+    )
     return parser
 
 
 def _parse_generator_args(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
+    """Parsed arguments, each checked before anything is loaded: out of range is one line."""
+    from gantool.sampling import MAX_NUM, SEED_RANGE
+
     opts = parser.parse_args(args)
-    if opts.num is not None and opts.num < 1:
-        parser.error(f"--num={opts.num}: must be >= 1")
+    if opts.num is not None and not 1 <= opts.num <= MAX_NUM:
+        parser.error(f"--num {opts.num}: must be from 1 to {MAX_NUM:,}")
+    low, high = SEED_RANGE
+    if not low <= opts.seed <= high:
+        parser.error(f"--seed {opts.seed}: must be from {low} to 2^64-1")
     return opts
 
 
 def sample(args: list[str]) -> None:
     parser = _generator_parser(
         "gantool sample",
-        "Draw samples from a trained generator: an image grid for MNIST, or the samples (CSV) "
-        "and their histogram for the Gaussian.",
-        "number of samples (default 64)",
+        "Draw samples from a trained generator and write them in the format --out's extension "
+        "names: a picture (MNIST: a digit grid; the Gaussian: a histogram against the target) "
+        "or the samples themselves.",
+        "number of samples (default 10,000 for the Gaussian, 64 for MNIST: an 8x8 grid)",
     )
     parser.add_argument(
-        "--out", type=Path, help="PNG to write (default: RUN_DIR/samples/sample_step_N.png)"
+        "--out",
+        type=Path,
+        help="the file to write; .png (also .pdf, .svg for the Gaussian): the picture; .npy or "
+        ".pt: the samples (MNIST: images (N, 28, 28) in [0, 1]); .csv: the Gaussian's values "
+        "(default: RUN_DIR/samples/sample_step_N.png)",
     )
     opts = _parse_generator_args(parser, args)
-    opts.num = opts.num or 64
     from gantool.console import console
     from gantool.sampling import sample_checkpoint
 
-    for path in sample_checkpoint(opts.path, opts.num, opts.out, opts.seed, opts.device):
-        console.print(f"Wrote {path}")
+    trained, path = sample_checkpoint(opts.path, opts.num, opts.out, opts.seed, opts.device)
+    console.print(
+        f"Wrote {path} (from {trained.checkpoint}, step {trained.step})",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def report(args: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="gantool report",
         description="One row per job of a sweep (or one row for a run folder): status, "
-        "overrides, final losses, eval metrics, objective and wall time. Also writes "
-        "SWEEP_DIR/report.csv with every job's full overrides.",
+        "overrides, final losses, eval metrics, objective and wall time, fitted to the "
+        "terminal. Also writes SWEEP_DIR/report.csv with every column and every job's full "
+        "overrides.",
     )
     parser.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR", help="a sweep or run folder")
     parser.add_argument(
         "--sort",
         metavar="METRIC",
         help="best first by this metric, e.g. fld, eval/fld or d_loss (descending for "
-        "precision, recall, num_classes_covered and classifier_accuracy; default: job order)",
+        "precision, recall, num_classes_covered and classifier_accuracy; nearest the target "
+        "for mean, std, skewness and excess_kurtosis; default: job order)",
     )
     opts = parser.parse_args(args)
     from gantool.report import report as report_sweep  # reads JSON and YAML only: no torch
@@ -257,22 +344,32 @@ def evaluate(args: list[str]) -> None:
         "gantool eval",
         "Score a trained generator (its EMA when the run kept one): moments, KS and W1 for the "
         "Gaussian; FLD, precision, recall and class coverage for MNIST, beside real images and "
-        "uniform noise. Prints a table and writes RUN_DIR/eval.json.",
+        "uniform noise. Prints a table and writes RUN_DIR/eval.json (see --out).",
         "generated samples to score (default: trainer.num_eval_samples)",
     )
     parser.add_argument(
-        "--data-root", help="MNIST: the dataset.root to score against (default: the run's)"
+        "--data-root",
+        help="MNIST: the folder holding MNIST/raw to score against (default: the run's "
+        "dataset.root, a relative one taken from the folder the run was started in)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the .json file to write (default: RUN_DIR/eval.json; for a checkpoint outside a "
+        "run's checkpoints/ folder, STEM.eval.json beside it)",
     )
     opts = _parse_generator_args(parser, args)
     from gantool.console import console, print_eval
     from gantool.evaluate import evaluate_checkpoint, targets
 
     trained, results, path = evaluate_checkpoint(
-        opts.path, opts.num, opts.seed, opts.device, opts.data_root
+        opts.path, opts.num, opts.seed, opts.device, opts.data_root, opts.out
     )
-    console.print(f"{trained.checkpoint} (step {trained.step})")
+    console.print(
+        f"{trained.checkpoint} (step {trained.step})", highlight=False, soft_wrap=True, markup=False
+    )
     print_eval(results, targets(trained.config))
-    console.print(f"Wrote {path}")
+    console.print(f"Wrote {path}", highlight=False, soft_wrap=True, markup=False)
 
 
 def bench(args: list[str]) -> None:
@@ -296,9 +393,17 @@ def bench(args: list[str]) -> None:
         "--gaussian-seeds", type=int, default=5, help="Gaussian runs, 0 skips them (default 5)"
     )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    parser.add_argument(
+        "--fidelity-seeds",
+        type=int,
+        default=0,
+        help="also run the 50-line Gaussian GAN as written, experiment=seed_gaussian, and the "
+        "preset with reuse_fake on seeds 0..N-1 (5,000 iterations each, CPU, one thread; "
+        "minutes per run) and count how many end near N(4, 1.25²); 0 skips it (default 0)",
+    )
     opts = parser.parse_args(args)
-    if opts.steps < 1 or opts.gaussian_seeds < 0:
-        parser.error("--steps must be >= 1 and --gaussian-seeds >= 0")
+    if opts.steps < 1 or opts.gaussian_seeds < 0 or opts.fidelity_seeds < 0:
+        parser.error("--steps must be >= 1, --gaussian-seeds and --fidelity-seeds >= 0")
     import time
 
     from gantool.bench import BenchOptions, print_bench, run_bench
@@ -312,6 +417,7 @@ def bench(args: list[str]) -> None:
         steps=opts.steps,
         gaussian_seeds=opts.gaussian_seeds,
         startup=not opts.no_startup,
+        fidelity_seeds=opts.fidelity_seeds,
     )
     results = run_bench(bench_opts, report=lambda line: console.print(line, highlight=False))
     print_bench(results)
@@ -328,17 +434,57 @@ COMMANDS = {
 }
 
 
-def _drop_subcommand_from_completion_line() -> None:
-    """Hydra's shell completion runs `gantool -sc query=bash` with the typed line in COMP_LINE
-    and the cursor in COMP_POINT; it expects the app name then overrides, so `train` goes."""
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gantool")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        import gantool
+
+        return getattr(gantool, "__version__", "unknown")
+
+
+def _shell_completion(argv: list[str]) -> None:
+    """`gantool -sc ...`. On TAB the shell runs `gantool -sc query=SHELL` with the typed line in
+    COMP_LINE (and the cursor in COMP_POINT); it offers what this prints. The first word
+    completes to the commands; after `train`, and after `resume RUN_DIR`, Hydra completes the
+    overrides; after any other command nothing is printed, so bash offers file names. Never an
+    error text: it would land in the command line. install=SHELL and uninstall=SHELL are Hydra's.
+    """
+    query = next((arg for arg in argv[1:] if arg.startswith("query=")), None)
+    if query is None:
+        run_train(argv)
+        return
     line = os.environ.get("COMP_LINE", "")
     point = int(os.environ.get("COMP_POINT", len(line)))
-    app, _, rest = line.partition(" ")
-    subcommand, _, overrides = rest.lstrip().partition(" ")
-    if subcommand == "train":
-        shortened = f"{app} {overrides}"
-        os.environ["COMP_LINE"] = shortened
-        os.environ["COMP_POINT"] = str(max(len(app) + 1, point - (len(line) - len(shortened))))
+    typed = line[:point]
+    words = typed.split()
+    if not typed or typed[-1].isspace():
+        words.append("")  # a new word begins at the cursor
+    # words[0] is the app; words[-1] is the word being completed.
+    if len(words) <= 2:
+        word = words[-1]
+        choices = ["--help", "--version"] if word.startswith("-") else list(COMMANDS)
+        separator = "\n" if query == "query=fish" else " "
+        print(separator.join(c for c in choices if c.startswith(word)))
+        return
+    drop = {"train": 1, "resume": 2}.get(words[1], 0)  # the words before the overrides
+    if drop and len(words) > drop + 1:
+        _drop_subcommand_from_completion_line(drop)
+        with contextlib.suppress(GantoolError):  # an override Hydra cannot parse: no choices
+            run_train(argv)
+
+
+def _drop_subcommand_from_completion_line(num_words: int = 1) -> None:
+    """Hydra's completion reads COMP_LINE as the app name then overrides, so the words between
+    (`train`, or `resume RUN_DIR`) go, and the cursor in COMP_POINT moves back as far."""
+    line = os.environ.get("COMP_LINE", "")
+    point = int(os.environ.get("COMP_POINT", len(line)))
+    match = re.match(rf"(\s*\S+\s+)((?:\S+\s+){{{num_words}}})", line)
+    if match:
+        os.environ["COMP_LINE"] = match[1] + line[match.end() :]
+        os.environ["COMP_POINT"] = str(max(len(match[1]), point - len(match[2])))
 
 
 def _torchrun() -> tuple[int, int]:
@@ -350,7 +496,10 @@ def _exit(error: GantoolError) -> None:
     from gantool.console import print_error
 
     rank, _ = _torchrun()
-    if rank == 0:
+    if isinstance(error, NothingToDo):
+        if rank == 0:
+            print(error)
+    elif rank == 0:
         print_error(str(error))
     elif not isinstance(error, Interrupted):  # all stop together; rank 0 says where it saved
         print_error(f"rank {rank}: {error}")

@@ -296,7 +296,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.steps and trainer.epochs are both unset: set one of them")
     if t.steps is not None:
         _at_least("trainer.steps", t.steps, 1)
-        check_intervals(t, t.steps)
     elif isinstance(ds, GaussianConfig):
         raise ConfigError(
             "trainer.epochs: the gaussian dataset is endless; set trainer.steps instead"
@@ -364,17 +363,13 @@ def _at_least(key: str, value: float, low: float) -> None:
         raise ConfigError(f"{key}={value}: must be >= {low}")
 
 
-def check_intervals(trainer: TrainerConfig, total_steps: int) -> None:
-    """Every interval must fit in the run, or its output would never appear."""
-    keys = ("log_every", "sample_every", "checkpoint_every")
-    too_long = [
-        f"trainer.{k}={getattr(trainer, k)}" for k in keys if getattr(trainer, k) > total_steps
-    ]
-    if too_long:
-        raise ConfigError(
-            f"{', '.join(too_long)}: longer than the run ({total_steps} steps); lower "
-            f"{'it' if len(too_long) == 1 else 'them'} or lengthen the run"
-        )
+def run_length(trainer: TrainerConfig, batches_per_epoch: int | None) -> int:
+    """The run's length in steps: trainer.steps, else its epochs of the finite dataset (each
+    step uses d_steps batches). Intervals longer than the run are fine: the last step always
+    logs, samples and checkpoints."""
+    if trainer.steps is not None:
+        return trainer.steps
+    return max(1, trainer.epochs * batches_per_epoch // trainer.d_steps)
 
 
 def _half_open_unit(key: str, value: float) -> None:

@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -87,6 +86,7 @@ def process_group(cfg: Config) -> Iterator[None]:
         )
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        check_gpus(int(os.environ.get("LOCAL_WORLD_SIZE", world)), torch.cuda.device_count())
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # one GPU per process on a node
     try:
         dist.init_process_group(backend)  # meets at torchrun's MASTER_ADDR:MASTER_PORT
@@ -133,12 +133,15 @@ def check_config(cfg: Config, world: int) -> None:
         )
 
 
-def local_config(cfg: Config) -> Config:
-    """The config one process trains with: its trainer.batch_size is its share of the batch."""
-    world = world_size()
-    if world == 1:
-        return cfg
-    return replace(cfg, trainer=replace(cfg.trainer, batch_size=cfg.trainer.batch_size // world))
+def check_gpus(processes_here: int, gpus: int) -> None:
+    """NCCL needs one GPU per process: two processes on one GPU would wait on each other
+    forever. Refused before any process group starts."""
+    if processes_here > gpus:
+        raise ConfigError(
+            f"torchrun started {processes_here} processes on this machine but it has {gpus} "
+            f"GPU{'s' if gpus != 1 else ''}: use --nproc_per_node={gpus} or fewer, or "
+            "device=cpu (gloo) for more processes"
+        )
 
 
 # --- rank 0 reads, every rank learns ------------------------------------------------------------

@@ -19,6 +19,13 @@ class ConfigError(GantoolError):
     exit_code = 2
 
 
+class NothingToDo(GantoolError):
+    """A command with nothing left to do (a resume to a step the run has passed): one plain
+    line and exit 0."""
+
+    exit_code = 0
+
+
 class Interrupted(GantoolError):
     """SIGINT or SIGTERM stopped training after a checkpoint; exits with 128 + the signal."""
 

@@ -9,7 +9,9 @@ and uniform noise (a far point).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -27,8 +29,13 @@ from gantool.metrics import (
     precision_recall,
 )
 from gantool.models import generate, sample_latent
-from gantool.outputs import write_json
-from gantool.sampling import Trained, load_generator
+from gantool.sampling import (
+    Trained,
+    check_out,
+    load_generator,
+    out_of_memory_as_error,
+    write_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,31 +171,68 @@ def targets(cfg: Config) -> dict[str, float]:
 
 
 def evaluate_checkpoint(
-    path: str | Path, num: int | None, seed: int, device_name: str, data_root: str | None = None
+    path: str | Path,
+    num: int | None,
+    seed: int,
+    device_name: str,
+    data_root: str | None = None,
+    out: Path | None = None,
 ) -> tuple[Trained, dict, Path]:
-    """`gantool eval`: score a checkpoint's generator and write RUN_DIR/eval.json.
+    """`gantool eval`: score a checkpoint's generator and write the results as JSON.
 
-    Returns the loaded generator, the results and the file written. `num` defaults to the
-    run's trainer.num_eval_samples; `data_root` replaces the run's MNIST dataset.root (a
-    relative root points elsewhere once the working folder changes).
+    Returns the loaded generator, the results and the file written: `out`, else
+    RUN_DIR/eval.json, else (a loose checkpoint, outside a run's checkpoints/ folder)
+    STEM.eval.json beside it. `num` defaults to the run's trainer.num_eval_samples.
+
+    MNIST is read where the run read it: a relative dataset.root is taken from the folder
+    the run was started in. `data_root` replaces it (relative to the current folder).
+    Nothing is downloaded and no folder is made for the data; missing files are one line.
     """
+    if out is not None:
+        check_out(out, (".json",), ".json", "eval.json")
     trained = load_generator(path, device_name)
     cfg = trained.config
-    if data_root is not None and not isinstance(cfg.dataset, GaussianConfig):
-        cfg.dataset.root = data_root
-    results = evaluate(
-        cfg, trained.generator, trained.device, num or cfg.trainer.num_eval_samples, seed
-    )
-    out = trained.run_dir / "eval.json"
+    if not isinstance(cfg.dataset, GaussianConfig):
+        cfg.dataset.root, cfg.dataset.download = _mnist_root(trained, data_root), False
+    if out is None:
+        run_dir = trained.run_dir
+        out = run_dir / "eval.json" if run_dir else trained.beside_checkpoint("eval.json")
+    num = num or cfg.trainer.num_eval_samples
+    with out_of_memory_as_error(f"scoring {num:,} samples"):
+        results = evaluate(cfg, trained.generator, trained.device, num, seed)
     objective = cfg.trainer.objective
-    write_json(
-        out,
-        {
-            "checkpoint": str(trained.checkpoint),
-            "step": trained.step,
-            "seed": seed,
-            "eval": results,
-            "objective": {"name": objective, "value": results.get(objective)},
-        },
-    )
+    record = {
+        "checkpoint": str(trained.checkpoint),
+        "step": trained.step,
+        "seed": seed,
+        "eval": results,
+        "objective": {"name": objective, "value": results.get(objective)},
+    }
+    write_file(out, (json.dumps(record, indent=2) + "\n").encode())
     return trained, results, out
+
+
+def _mnist_root(trained: Trained, data_root: str | None) -> str:
+    """The absolute MNIST root to score against, checked to hold the run's split."""
+    from gantool.data.mnist import file_names, raw_folder, split_present
+
+    ds = trained.config.dataset
+    if data_root is not None:
+        root, source = Path(os.path.abspath(data_root)), f"--data-root {data_root}"
+    else:
+        started_in = trained.started_in or Path.cwd()
+        root = Path(os.path.abspath(started_in / ds.root))  # unchanged if absolute
+        source = f"the run's dataset.root={ds.root}"
+        if not Path(ds.root).is_absolute():
+            source += (
+                f", from {started_in} where the run was started"
+                if trained.started_in is not None
+                else ", from the current folder: the run did not record where it started"
+            )
+    if not split_present(root, ds.split):
+        expected = " and ".join(n + "[.gz]" for n in file_names(ds.split))
+        raise GantoolError(
+            f"MNIST {ds.split} split not found in {raw_folder(root)} ({source}): expected "
+            f"{expected}; pass --data-root ROOT, the folder that holds MNIST/raw"
+        )
+    return str(root)

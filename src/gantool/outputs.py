@@ -1,9 +1,41 @@
-"""The run folder's logs: metrics (JSON lines), the summary, and TensorBoard events."""
+"""Files of a run: the one atomic writer, metrics (JSON lines), and TensorBoard events."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_UMASK = os.umask(0)  # read once: it can only be read by setting it
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call write(temporary path) for a file in path's folder, then move it onto `path`.
+
+    A crash, a kill or a full disk never leaves a half-written file under `path`'s name: the
+    reader sees the old file or the new one. The temporary file is removed on failure.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # as open() would make it: mkstemp makes it owner-only
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """`data` as indented JSON, written atomically."""
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 class MetricsLog:
@@ -17,19 +49,27 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
     def rows(self) -> list[dict]:
+        """The complete rows. A last line cut short (a kill or a full disk mid-write) is left
+        out with a warning; any other unreadable line is too."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(self.path.read_bytes().splitlines(), 1):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+            elif line.strip():
+                log.warning("%s line %d is not a complete row; left out", self.path, number)
+        return rows
 
     def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step`: a resumed run logs those steps again."""
+        """Keep the complete rows up to `step`: a resumed run logs the later steps again."""
         if self.path.exists():
-            kept = [r for r in self.rows() if r["step"] <= step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+            text = "".join(json.dumps(r) + "\n" for r in self.rows() if r["step"] <= step)
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
 
 
 class TensorBoardLog:
@@ -47,9 +87,10 @@ class TensorBoardLog:
             if key != "step" and isinstance(value, int | float):
                 self.writer.add_scalar(key, value, step)
 
-    def samples(self, step: int, samples, images: bool) -> None:
-        """samples (N, data_dim) in the model's range: [-1, 1] images, or 1-D values."""
-        if images:
+    def samples(self, step: int, samples, kind: str) -> None:
+        """samples (N, data_dim) in the model's range, shown as `kind`: "images" (28x28 in
+        [-1, 1]) or "histogram" (of the first feature)."""
+        if kind == "images":
             grid = (samples.reshape(-1, 1, 28, 28).clamp(-1, 1) + 1) / 2  # (N, 1, 28, 28)
             self.writer.add_images("samples", grid, step)
         else:

@@ -1,32 +1,140 @@
-"""Turn generated samples into files: an image grid for MNIST, a histogram for the Gaussian."""
+"""Generated samples as files, the trained generator behind them, and the `sample` command.
+
+A sample file's extension says what it holds: a picture (an MNIST digit grid, or a Gaussian
+histogram against the target density) or the samples themselves (.npy, .pt, .csv). Every
+file is drawn into memory first and then written with the one atomic writer, so a command
+that fails leaves no file and no folder behind.
+"""
 
 from __future__ import annotations
 
-import math
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from gantool.config import Config, GaussianConfig, MnistConfig
-from gantool.models import Generator, generate, sample_latent
-from gantool.plots import gaussian_histogram
+from gantool.errors import ConfigError, GantoolError, first_line
+from gantool.outputs import atomic_write
+from gantool.plots import digit_grid, gaussian_histogram
+
+if TYPE_CHECKING:  # torch is imported where samples are made: bad arguments fail at once
+    import torch
+
+    from gantool.models import Generator
+
+log = logging.getLogger(__name__)
+
+# What `--out` may end in, per dataset: pictures, then the raw samples.
+PICTURES = {"gaussian": (".png", ".pdf", ".svg"), "mnist": (".png",)}
+RAW = {"gaussian": (".npy", ".pt", ".csv"), "mnist": (".npy", ".pt")}
+SAMPLE_FORMATS = (".png", ".pdf", ".svg", ".npy", ".pt", ".csv")  # for any dataset
+SAMPLE_ACCEPTED = ".png, .npy, .pt; also .pdf, .svg, .csv for the Gaussian"
+
+# `gantool sample` without --num: enough values for a smooth histogram; an 8x8 digit grid.
+DEFAULT_NUM = {"gaussian": 10_000, "mnist": 64}
+NAMES = {"gaussian": "Gaussian", "mnist": "MNIST"}
+# The most samples one command draws: a bound that keeps memory and files to a sane size.
+MAX_NUM = 10_000_000  # Gaussian values (40 MB as float32) and `gantool eval --num`
+MAX_DIGITS = 100_000  # MNIST images as .npy or .pt (310 MB)
+MAX_GRID = 10_000  # MNIST images in one picture: a 100 x 100 grid
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
 def save_samples(
     samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, path: Path, title: str = ""
 ) -> None:
-    """Write samples (N, data_dim) as a PNG: a grid of digits, or a histogram against the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write samples (N, data_dim) as a picture: a grid of digits, or a histogram against the
+    target. path's extension picks the format (.png; also .pdf, .svg for the histogram)."""
+    write_file(path, picture(samples, dataset, path.suffix.lower(), title))
+
+
+def picture(
+    samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, fmt: str, title: str = ""
+) -> bytes:
+    """The bytes of a picture file (fmt: ".png", ".pdf" or ".svg") of samples (N, data_dim)."""
     samples = samples.detach().float().cpu()
     if isinstance(dataset, GaussianConfig):
-        gaussian_histogram(samples[:, 0].numpy(), dataset.mean, dataset.std, path, title)
-        return
-    from torchvision.utils import save_image  # slow import: only where images are drawn
+        values = samples[:, 0].numpy()
+        return gaussian_histogram(values, dataset.mean, dataset.std, title, fmt.lstrip("."))
+    return digit_grid(_images(samples).numpy(), title, fmt.lstrip("."))
 
-    images = samples.reshape(-1, 1, 28, 28)
-    nrow = math.ceil(math.sqrt(len(images)))
-    save_image(images, path, nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1.0)
+
+def raw_samples(samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, fmt: str) -> bytes:
+    """The bytes of a .npy, .pt or .csv file of the samples themselves, as float32: the
+    Gaussian's values (N,), one a line under the header `x` in CSV; MNIST's images
+    (N, 28, 28) in [0, 1]."""
+    import torch
+
+    samples = samples.detach().float().cpu()
+    data = samples[:, 0] if isinstance(dataset, GaussianConfig) else _images(samples)
+    if fmt == ".csv":
+        return ("x\n" + "".join(f"{v:.9g}\n" for v in data.tolist())).encode()
+    buffer = io.BytesIO()
+    if fmt == ".npy":
+        np.save(buffer, data.numpy())
+    else:
+        torch.save(data.clone(), buffer)  # a plain tensor: torch.load(weights_only=True) reads it
+    return buffer.getvalue()
+
+
+def _images(samples: torch.Tensor) -> torch.Tensor:
+    """G's outputs (N, 784) in [-1, 1] as images (N, 28, 28) in [0, 1]."""
+    return ((samples.reshape(-1, 28, 28) + 1) / 2).clamp(0, 1)
+
+
+def check_out(out: Path, formats: tuple[str, ...], accepted: str, example: str) -> None:
+    """Refuse an output path before anything is loaded or written: a folder or an extension
+    not in `formats` is a bad argument (exit 2); a path under a file is unwritable (exit 1)."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file name, such as {out / example}")
+    if out.suffix.lower() not in formats:
+        raise ConfigError(f"--out {out}: the extension picks the format; accepted: {accepted}")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise GantoolError(f"cannot write {out}: {ancestor} is a file, not a folder")
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` atomically, making the missing folders above `path`. On failure the
+    folders made here are removed again and the error is one line (exit 1)."""
+    made: list[Path] = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        for new in reversed(made):
+            new.mkdir()
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    except OSError as e:
+        for new in made:
+            with contextlib.suppress(OSError):
+                new.rmdir()
+        raise GantoolError(f"cannot write {path}: {e.strerror or first_line(e)}") from e
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(what: str) -> Iterator[None]:
+    """MemoryError, or torch's allocation failures, as one line (exit 1)."""
+    import torch
+
+    try:
+        yield
+    except MemoryError as e:
+        raise GantoolError(f"out of memory {what}: try a smaller --num") from e
+    except RuntimeError as e:  # CUDA's OutOfMemoryError is one; the CPU allocator's is plain
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
+        raise GantoolError(f"out of memory {what}: try a smaller --num") from e
 
 
 @dataclass
@@ -34,48 +142,135 @@ class Trained:
     """A checkpoint's generator, ready to sample from, with where it came from."""
 
     checkpoint: Path
-    run_dir: Path
+    run_dir: Path | None  # None for a loose checkpoint, outside a run's checkpoints/ folder
     step: int
     config: Config
     generator: Generator  # the EMA generator when the run kept one
     device: torch.device
+    started_in: Path | None  # the folder the run was started in (None: not recorded)
+
+    def beside_checkpoint(self, name: str) -> Path:
+        """Where a loose checkpoint's outputs go: its folder, under the checkpoint's stem."""
+        return self.checkpoint.with_name(f"{self.checkpoint.stem}.{name}")
+
+
+def run_of(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint file belongs to (RUN_DIR/checkpoints/FILE), or None."""
+    from gantool.checkpoint import checkpoint_dir
+
+    folder = Path(os.path.abspath(checkpoint)).parent
+    return folder.parent if checkpoint_dir(folder.parent) == folder else None
 
 
 def load_generator(path: str | Path, device_name: str) -> Trained:
-    """The generator of a checkpoint file, or of a run folder's latest checkpoint."""
-    from gantool.checkpoint import load_checkpoint, resolve_checkpoint
+    """The generator of a checkpoint file, or of a run folder's newest checkpoint that loads.
+
+    Reads only: a damaged newer checkpoint in a run folder is skipped with a warning, not
+    renamed as resume renames it.
+    """
+    from gantool.checkpoint import latest_checkpoint, load_checkpoint, load_latest
+    from gantool.checkpoint import resolve_checkpoint as locate
     from gantool.config import to_config
     from gantool.data import data_dim
     from gantool.device import resolve_device
+    from gantool.models import Generator
 
-    ckpt = resolve_checkpoint(path)
     device = resolve_device(device_name)
-    state = load_checkpoint(ckpt)
-    cfg = to_config(state["config"])
-    G = Generator(cfg.model, data_dim(cfg.dataset)).to(device)
-    G.load_state_dict(state["gan"].get("ema", state["gan"]["generator"]))  # EMA if trained
-    return Trained(ckpt, ckpt.parent.parent, state["step"], cfg, G, device)
+    path = Path(path)
+    ckpt = locate(path)
+    if path.is_dir():
+        ckpt, state = load_latest(path, set_aside=False)
+        newest = latest_checkpoint(path)
+        if ckpt != newest:  # say why the newest was passed over
+            try:
+                load_checkpoint(newest)
+            except GantoolError as e:
+                log.warning("warning: %s; using %s", e, ckpt.name)
+    else:
+        state = load_checkpoint(ckpt)
+    try:
+        cfg = to_config(state["config"])
+    except GantoolError as e:
+        raise GantoolError(f"{ckpt}: its config is not one this gantool reads: {e}") from e
+    G = Generator(cfg.model, data_dim(cfg.dataset))
+    try:
+        G.load_state_dict(state["gan"].get("ema", state["gan"]["generator"]))  # EMA if trained
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise GantoolError(f"{ckpt}: its generator does not fit its config: {first_line(e)}") from e
+    run_dir = run_of(ckpt)
+    return Trained(
+        ckpt, run_dir, state["step"], cfg, G.to(device), device, _started_in(state, run_dir)
+    )
+
+
+def _started_in(state: dict, run_dir: Path | None) -> Path | None:
+    """The run's working folder, where its relative paths start: the checkpoint's
+    `started_in`, else Hydra's record of it in RUN_DIR/.hydra/hydra.yaml (older checkpoints),
+    else None."""
+    if isinstance(state.get("started_in"), str):
+        return Path(state["started_in"])
+    if run_dir is not None:
+        import yaml
+
+        with contextlib.suppress(OSError, ValueError, yaml.YAMLError, AttributeError, TypeError):
+            saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
+            cwd = saved["hydra"]["runtime"]["cwd"]
+            if isinstance(cwd, str) and os.path.isabs(cwd):
+                return Path(cwd)
+    return None
+
+
+def default_num(dataset: GaussianConfig | MnistConfig) -> int:
+    return DEFAULT_NUM["gaussian" if isinstance(dataset, GaussianConfig) else "mnist"]
 
 
 def sample_checkpoint(
-    path: str | Path, num: int, out: Path | None, seed: int, device_name: str
-) -> list[Path]:
-    """Sample `num` points from a checkpoint's generator; return the files written.
+    path: str | Path, num: int | None, out: Path | None, seed: int, device_name: str
+) -> tuple[Trained, Path]:
+    """Draw `num` samples (None: 10,000 Gaussian values or 64 digits) from a checkpoint's
+    generator; write them where `out` says, in the format its extension names; return the
+    generator and the one file written.
 
-    MNIST: a grid PNG. Gaussian: a histogram PNG, and the samples as CSV beside it.
+    Without `out`: a picture in RUN_DIR/samples/sample_step_N.png, or beside a loose
+    checkpoint as STEM.sample_step_N.png.
     """
+    if out is not None:
+        check_out(out, SAMPLE_FORMATS, SAMPLE_ACCEPTED, "samples.png")
     trained = load_generator(path, device_name)
-    cfg, device = trained.config, trained.device
-    z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
-    samples = generate(trained.generator, z).cpu()  # (num, data_dim)
-
-    step = trained.step
+    cfg, device, step = trained.config, trained.device, trained.step
+    key = "gaussian" if isinstance(cfg.dataset, GaussianConfig) else "mnist"
+    name = f"sample_step_{step:07d}.png"
     if out is None:
-        out = trained.run_dir / "samples" / f"sample_step_{step:07d}.png"
-    save_samples(samples, cfg.dataset, out, f"step {step}")
-    written = [out]
-    if isinstance(cfg.dataset, GaussianConfig):
-        csv = out.with_suffix(".csv")
-        csv.write_text("x\n" + "".join(f"{v:.6g}\n" for v in samples[:, 0].tolist()))
-        written.append(csv)
-    return written
+        out = (
+            trained.run_dir / "samples" / name
+            if trained.run_dir
+            else trained.beside_checkpoint(name)
+        )
+    if run_of(out) is not None or (out.exists() and out.samefile(trained.checkpoint)):
+        raise ConfigError(f"--out {out}: samples never go over a checkpoint or into checkpoints/")
+    fmt = out.suffix.lower()
+    if fmt not in PICTURES[key] + RAW[key]:
+        raise ConfigError(
+            f"--out {out}: {NAMES[key]} samples are written as "
+            + ", ".join(PICTURES[key] + RAW[key])
+        )
+    num = default_num(cfg.dataset) if num is None else num
+    limit = MAX_NUM if key == "gaussian" else MAX_GRID if fmt in PICTURES[key] else MAX_DIGITS
+    if not 1 <= num <= limit:
+        raise ConfigError(
+            f"--num {num}: must be from 1 to {limit:,} for {NAMES[key]} samples as {fmt}"
+            + ("; more digits fit in .npy or .pt" if limit == MAX_GRID else "")
+        )
+    import torch
+
+    from gantool.models import generate, sample_latent
+
+    with out_of_memory_as_error(f"drawing {num:,} samples"):
+        z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
+        samples = generate(trained.generator, z).cpu()  # (num, data_dim)
+        if fmt in PICTURES[key]:
+            data = picture(samples, cfg.dataset, fmt, f"step {step}")
+        else:
+            data = raw_samples(samples, cfg.dataset, fmt)
+    write_file(out, data)
+    return trained, out

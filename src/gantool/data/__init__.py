@@ -1,29 +1,37 @@
-"""Training data as endless batch streams on the training device, with resumable state.
+"""Dataset families. Each module here owns one family's behaviour: its batch stream, the size
+of a sample, how samples are drawn as a picture, its end-of-run plots and its evaluation;
+its config schema (with its checks, metric keys and targets) is in config.py. Nothing outside
+a family's own module asks which dataset a run uses: it calls `family(cfg.dataset)`.
 
-Each stream has `data_dim`, `batches_per_epoch` (None when endless), `next_batch()` giving a
-(batch_size, data_dim) tensor in the model's range, and `state_dict()` / `load_state_dict()`.
+Each stream has `data_dim`, `batch_size`, `batches_per_epoch` (None when endless),
+`next_batch()` giving a (batch_size, data_dim) tensor in the model's range, and
+`state_dict()` / `load_state_dict()`.
 """
 
 from __future__ import annotations
 
-import torch
+from gantool.data import gaussian, mnist
 
-from gantool.config import GaussianConfig, MnistConfig
-from gantool.data.gaussian import GaussianStream
-from gantool.data.mnist import MnistStream
+FAMILIES = {"gaussian": gaussian.Gaussian, "mnist": mnist.Mnist}
 
 
-def build_data(
-    cfg: GaussianConfig | MnistConfig, batch_size: int, seed: int, device: torch.device
-) -> GaussianStream | MnistStream:
-    if isinstance(cfg, GaussianConfig):
-        return GaussianStream(cfg, batch_size, seed, device)
-    return MnistStream(cfg, batch_size, seed, device)
+def family(cfg):
+    """The family of a dataset config (any schema in config.DATASET_SCHEMAS)."""
+    return FAMILIES[cfg.name]
 
 
-def data_dim(cfg: GaussianConfig | MnistConfig) -> int:
+def build_data(cfg, batch_size: int, seed: int, device):
+    return family(cfg).stream(cfg, batch_size, seed, device)
+
+
+def data_dim(cfg) -> int:
     """The size of one flattened sample: what G outputs and D reads."""
-    return (GaussianStream if isinstance(cfg, GaussianConfig) else MnistStream).data_dim
+    return family(cfg).data_dim
 
 
-__all__ = ["GaussianStream", "MnistStream", "build_data", "data_dim"]
+def check_available(cfg) -> None:
+    """Before a run starts, refuse data that cannot be had (files absent, no download)."""
+    family(cfg).check_available(cfg)
+
+
+__all__ = ["FAMILIES", "build_data", "check_available", "data_dim", "family"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from gantool.config import GaussianConfig
@@ -27,3 +29,30 @@ class GaussianStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+class Gaussian:
+    """The Gaussian family's behaviour (see gantool.data)."""
+
+    name = "gaussian"
+    data_dim = GaussianStream.data_dim
+    stream = GaussianStream
+    picture_kind = "histogram"  # how TensorBoard shows a sample set
+
+    @staticmethod
+    def check_available(cfg: GaussianConfig) -> None:
+        """An endless stream of draws: always there."""
+
+    @staticmethod
+    def draw(samples: torch.Tensor, cfg: GaussianConfig, path: Path, title: str) -> None:
+        """A histogram of samples (N, 1) against the target density."""
+        from gantool.sampling import save_samples
+
+        save_samples(samples, cfg, path, title)
+
+    @staticmethod
+    def plots(rows: list[dict], cfg: GaussianConfig, folder: Path) -> None:
+        """G's mean and std over training, against the targets."""
+        from gantool.plots import moments_over_training
+
+        moments_over_training(rows, cfg.mean, cfg.std, folder / "moments.png")

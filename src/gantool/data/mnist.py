@@ -39,17 +39,27 @@ def load_mnist(cfg: MnistConfig) -> tuple[torch.Tensor, torch.Tensor]:
         _download(cfg)
         paths = [_find(folder, name) for name in names]
     if None in paths:
-        how = "download failed" if cfg.download else "dataset.download=false"
-        raise GantoolError(
-            f"MNIST {cfg.split} split not found in {folder.resolve()} ({how}): expected "
-            f"{' and '.join(n + '[.gz]' for n in names)}. Put the files there, or point "
-            "dataset.root at the folder that holds MNIST/raw."
-        )
+        raise missing_files(cfg, "download failed" if cfg.download else "dataset.download=false")
     images = read_idx(paths[0], IMAGES_MAGIC)
     labels = read_idx(paths[1], LABELS_MAGIC)
     if len(images) != len(labels):
         raise GantoolError(f"{paths[0]} has {len(images)} images but {paths[1]} {len(labels)}")
     return images, labels
+
+
+def missing_files(cfg: MnistConfig, how: str) -> GantoolError:
+    names = file_names(cfg.split)
+    return GantoolError(
+        f"MNIST {cfg.split} split not found in {raw_folder(cfg.root).resolve()} ({how}): "
+        f"expected {' and '.join(n + '[.gz]' for n in names)}. Put the files there, or point "
+        "dataset.root at the folder that holds MNIST/raw."
+    )
+
+
+def check_files(cfg: MnistConfig) -> None:
+    """Before a run starts: the split's files must be there, unless they may be downloaded."""
+    if not cfg.download and not split_present(cfg.root, cfg.split):
+        raise missing_files(cfg, "dataset.download=false")
 
 
 def read_idx(path: Path, magic: int) -> torch.Tensor:
@@ -153,3 +163,24 @@ class MnistStream:
         self.generator.set_state(state["generator"])
         self.epoch, self.position = state["epoch"], state["position"]
         self.order = state["order"].to(self.images.device)
+
+
+class Mnist:
+    """The MNIST family's behaviour (see gantool.data)."""
+
+    name = "mnist"
+    data_dim = MnistStream.data_dim
+    stream = MnistStream
+    picture_kind = "images"  # how TensorBoard shows a sample set
+    check_available = staticmethod(check_files)
+
+    @staticmethod
+    def draw(samples: torch.Tensor, cfg: MnistConfig, path: Path, title: str) -> None:
+        """A grid of the digits samples (N, 784) draw."""
+        from gantool.sampling import save_samples
+
+        save_samples(samples, cfg, path, title)
+
+    @staticmethod
+    def plots(rows: list[dict], cfg: MnistConfig, folder: Path) -> None:
+        """Nothing beyond the loss curves every run gets."""
