@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import FAST, compose_config, equal_state, write_tiny_mnist
 from gantool import lenet
-from gantool.config import EVAL_KEYS, HIGHER_IS_BETTER
+from gantool.config import HIGHER_IS_BETTER, GaussianConfig, MnistConfig
 from gantool.data.mnist import load_mnist, to_model_range
 from gantool.evaluate import evaluate
 from gantool.models import Generator
@@ -175,7 +175,7 @@ def test_evaluate_gaussian() -> None:
     assert torch.equal(torch.get_rng_state(), before)
     assert set(result) == {*GAUSSIAN_KEYS, "eval/w1", "eval/num_samples"}
     assert result["eval/num_samples"] == 2000 and result == evaluate(cfg, G, CPU, 2000, seed=3)
-    assert set(EVAL_KEYS["gaussian"]) <= set(result)
+    assert set(GaussianConfig.eval_keys) <= set(result)
 
     class Exact(nn.Module):  # N(mean, std²) from uniform noise by the inverse CDF: perfect
         def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -197,7 +197,7 @@ def test_evaluate_mnist_calibration_and_mode_collapse(tiny_mnist: Path, caplog) 
     assert torch.equal(torch.get_rng_state(), before)
     assert result["eval/num_samples"] == 32  # half of the 64 real images; the log says so
     assert "Scoring 32 generated samples, not 1000" in caplog.text
-    assert set(result) >= set(EVAL_KEYS["mnist"]) | HIGHER_IS_BETTER
+    assert set(result) >= set(MnistConfig.eval_keys) | HIGHER_IS_BETTER
     assert len(result["eval/class_histogram"]) == 10
     assert sum(result["eval/class_histogram"]) == pytest.approx(1.0)
     assert 0 < result["eval/classifier_accuracy"] <= 1

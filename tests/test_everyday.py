@@ -164,7 +164,7 @@ def test_a_damaged_overrides_file_is_one_line(finished_run, tmp_path, capsys, co
 
 def test_a_failed_resume_keeps_the_completed_summary(tmp_path: Path) -> None:
     folder = RunFolder(tmp_path)
-    done = Summary("completed", str(tmp_path), 6, 0.0, 1.0, 2.0, "", {}, {"eval/w1": 0.1}, {})
+    done = Summary("completed", str(tmp_path), 6, 0.0, 1.0, 2.0, "", {}, {"eval/w1": 0.1}, {}, {})
     folder.write_summary(done)
     folder.record_end("failed", "training diverged")
     assert json.loads(folder.summary.read_text())["eval"] == {"eval/w1": 0.1}

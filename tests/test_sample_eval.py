@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import FAST, compose_config, mnist_overrides, write_tiny_mnist
 from gantool import evaluate as evaluate_module
-from gantool import plots, sampling
+from gantool import outputs, plots, sampling
 from gantool.checkpoint import latest_checkpoint, load_checkpoint
 from gantool.cli import main
 from gantool.config import GaussianConfig
@@ -195,7 +195,7 @@ def test_a_failed_write_leaves_no_file_and_no_folder(gaussian_run, tmp_path, cap
     def full_disk(path, write):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sampling, "atomic_write", full_disk)
+    monkeypatch.setattr(outputs, "atomic_write", full_disk)
     out = tmp_path / "made" / "for" / "it.png"
     assert gantool("sample", gaussian_run, "--out", out) == 1
     assert f"cannot write {out}: No space left on device" in one_error_line(capsys)

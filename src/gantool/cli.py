@@ -210,10 +210,9 @@ def _train_job(dict_cfg) -> float | None:
         e.gantool_job = True  # tells run_train this is no config error
         raise
     from gantool.console import print_summary
-    from gantool.evaluate import targets
 
     if rank == 0:
-        print_summary(summary, targets(cfg))
+        print_summary(summary, cfg.dataset.targets())
     return summary.get("objective", {}).get("value")
 
 
@@ -360,7 +359,7 @@ def evaluate(args: list[str]) -> None:
     )
     opts = _parse_generator_args(parser, args)
     from gantool.console import console, print_eval
-    from gantool.evaluate import evaluate_checkpoint, targets
+    from gantool.evaluate import evaluate_checkpoint
 
     trained, results, path = evaluate_checkpoint(
         opts.path, opts.num, opts.seed, opts.device, opts.data_root, opts.out
@@ -368,7 +367,7 @@ def evaluate(args: list[str]) -> None:
     console.print(
         f"{trained.checkpoint} (step {trained.step})", highlight=False, soft_wrap=True, markup=False
     )
-    print_eval(results, targets(trained.config))
+    print_eval(results, trained.config.dataset.targets())
     console.print(f"Wrote {path}", highlight=False, soft_wrap=True, markup=False)
 
 

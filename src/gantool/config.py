@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -29,25 +29,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
 LOGGERS = ("none", "tensorboard")
 SPLITS = ("train", "test")
-# The scalar numbers `gantool eval` gives per dataset (evaluate.py), any of which may be the
-# objective. Lower is better for all but those in HIGHER_IS_BETTER.
-EVAL_KEYS = {
-    "gaussian": (
-        "eval/w1",
-        "eval/ks",
-        "eval/mean",
-        "eval/std",
-        "eval/skewness",
-        "eval/excess_kurtosis",
-    ),
-    "mnist": (
-        "eval/fld",
-        "eval/precision",
-        "eval/recall",
-        "eval/class_kl",
-        "eval/num_classes_covered",
-    ),
-}
+# Metrics where higher is better; lower is better for every other one without a target (see
+# each dataset schema's `targets`).
 HIGHER_IS_BETTER = frozenset(
     {
         "eval/precision",
@@ -63,11 +46,33 @@ HIGHER_IS_BETTER = frozenset(
 
 
 # --- dataset: one schema per option, told apart by `name` -------------------------------------
+# Each schema also says, without torch, what its family promises: `eval_keys`, the scalar
+# numbers its evaluation gives (any may be trainer.objective); `endless`, whether it has no
+# epochs; `targets()`, the values a perfect generator would score where that is not simply
+# the lowest or highest; and `check()`, its value ranges.
 @dataclass
 class GaussianConfig:
     name: str = "gaussian"
     mean: float = 4.0
     std: float = 1.25
+
+    eval_keys: ClassVar[tuple[str, ...]] = (
+        "eval/w1",
+        "eval/ks",
+        "eval/mean",
+        "eval/std",
+        "eval/skewness",
+        "eval/excess_kurtosis",
+    )
+    endless: ClassVar[bool] = True
+
+    def check(self) -> None:
+        _finite("dataset.mean", self.mean)
+        _positive("dataset.std", self.std)
+
+    def targets(self) -> dict[str, float]:
+        perfect = {"eval/skewness": 0.0, "eval/excess_kurtosis": 0.0, "eval/ks": 0.0}
+        return {"eval/mean": self.mean, "eval/std": self.std, **perfect, "eval/w1": 0.0}
 
 
 @dataclass
@@ -76,6 +81,22 @@ class MnistConfig:
     root: str = "data"
     split: str = "train"
     download: bool = True
+
+    eval_keys: ClassVar[tuple[str, ...]] = (
+        "eval/fld",
+        "eval/precision",
+        "eval/recall",
+        "eval/class_kl",
+        "eval/num_classes_covered",
+    )
+    endless: ClassVar[bool] = False
+
+    def check(self) -> None:
+        _choice("dataset.split", self.split, SPLITS)
+
+    def targets(self) -> dict[str, float]:
+        """None: its numbers are read beside the real-image floor and the noise point."""
+        return {}
 
 
 DATASET_SCHEMAS = {"gaussian": GaussianConfig, "mnist": MnistConfig}
@@ -150,7 +171,7 @@ class TrainerConfig:
     num_eval_samples: int = 100_000  # samples behind the end-of-run evaluation
     eval_at_end: bool = True  # evaluate the final generator into summary.json (`gantool eval`)
     # The evaluation number a run is judged by: returned to Hydra's sweepers, sorted on by
-    # `gantool report`. One of EVAL_KEYS for the dataset.
+    # `gantool report`. One of the dataset's eval_keys.
     objective: str = "eval/w1"
     # Keep an exponential moving average of G's weights (0 turns it off); sample images, the
     # end-of-run statistics and `gantool sample` then use it.
@@ -263,11 +284,7 @@ def to_dict(config: Config) -> dict:
 def validate(cfg: Config) -> None:
     """Raise ConfigError naming the first key whose value is out of range or not a choice."""
     ds = cfg.dataset
-    if isinstance(ds, GaussianConfig):
-        _finite("dataset.mean", ds.mean)
-        _positive("dataset.std", ds.std)
-    else:
-        _choice("dataset.split", ds.split, SPLITS)
+    ds.check()
 
     m = cfg.model
     _at_least("model.latent_dim", m.latent_dim, 1)
@@ -296,9 +313,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("trainer.steps and trainer.epochs are both unset: set one of them")
     if t.steps is not None:
         _at_least("trainer.steps", t.steps, 1)
-    elif isinstance(ds, GaussianConfig):
+    elif ds.endless:
         raise ConfigError(
-            "trainer.epochs: the gaussian dataset is endless; set trainer.steps instead"
+            f"trainer.epochs: the {ds.name} dataset is endless; set trainer.steps instead"
         )
     else:
         _at_least("trainer.epochs", t.epochs, 1)
@@ -315,7 +332,7 @@ def validate(cfg: Config) -> None:
     ):
         _at_least(f"trainer.{key}", getattr(t, key), 1)
     _half_open_unit("trainer.ema_decay", t.ema_decay)
-    _choice("trainer.objective", t.objective, EVAL_KEYS[ds.name])
+    _choice("trainer.objective", t.objective, ds.eval_keys)
     if not 0 <= t.seed < 2**32:  # numpy's seeds are 32-bit
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32)")
     if m.d.features == "moments" and t.batch_size < 4:

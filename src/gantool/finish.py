@@ -44,6 +44,7 @@ def finish(run, train_seconds: float, entered: float) -> dict:
         final=rows[-1] if rows else {},
         eval=results,
         objective={"name": t.objective, "value": results.get(t.objective)},
+        targets=cfg.dataset.targets(),
     )
     folder.write_summary(summary)
     return dataclasses.asdict(summary)

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.nn import functional as F
 from gantool.config import MnistConfig
 from gantool.console import ProgressBar
 from gantool.data.mnist import load_mnist, split_present, to_model_range
+from gantool.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +194,11 @@ def _read_cache(path: Path, key: str, recipe: Recipe) -> tuple[LeNet, float] | N
 
 
 def _write_cache(path: Path, state: dict) -> None:
-    """Atomically: a temporary file in the same folder, then os.replace."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:  # a read-only cache costs a retraining next time, not this run
-        log.warning("Cannot cache the LeNet in %s: %s", path, e.strerror or e)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as e:  # a read-only cache costs a retraining next time
+        log.warning("Cannot cache the LeNet in %s: %s", path, getattr(e, "strerror", None) or e)
 
 
 def train_lenet(

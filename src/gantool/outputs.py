@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from gantool.errors import GantoolError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,25 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` atomically, making the missing folders above `path`. On failure the
+    folders made here are removed again and the error is one line (exit 1)."""
+    made: list[Path] = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        for new in reversed(made):
+            new.mkdir()
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    except OSError as e:
+        for new in made:
+            with contextlib.suppress(OSError):
+                new.rmdir()
+        raise GantoolError(f"cannot write {path}: {e.strerror or first_line(e)}") from e
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -48,6 +48,7 @@ class Summary:
     final: dict  # the last metrics row
     eval: dict  # the end-of-run evaluation, eval/* keys (empty with trainer.eval_at_end=false)
     objective: dict  # {"name": trainer.objective, "value": its number or None}
+    targets: dict  # what a perfect generator would score, where not simply lowest or highest
 
 
 # Lock files this process holds: path -> (file descriptor, nesting depth). flock() locks

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gantool.config import Config, GaussianConfig, MnistConfig
+from gantool.config import Config
 from gantool.errors import ConfigError, GantoolError, first_line
-from gantool.outputs import atomic_write
-from gantool.plots import digit_grid, gaussian_histogram
+from gantool.outputs import write_file
 
 if TYPE_CHECKING:  # torch is imported where samples are made: bad arguments fail at once
     import torch
@@ -31,49 +30,36 @@ if TYPE_CHECKING:  # torch is imported where samples are made: bad arguments fai
 
 log = logging.getLogger(__name__)
 
-# What `--out` may end in, per dataset: pictures, then the raw samples.
-PICTURES = {"gaussian": (".png", ".pdf", ".svg"), "mnist": (".png",)}
-RAW = {"gaussian": (".npy", ".pt", ".csv"), "mnist": (".npy", ".pt")}
-SAMPLE_FORMATS = (".png", ".pdf", ".svg", ".npy", ".pt", ".csv")  # for any dataset
+# What `--out` may end in for any dataset; each family accepts some of them.
+SAMPLE_FORMATS = (".png", ".pdf", ".svg", ".npy", ".pt", ".csv")
 SAMPLE_ACCEPTED = ".png, .npy, .pt; also .pdf, .svg, .csv for the Gaussian"
-
-# `gantool sample` without --num: enough values for a smooth histogram; an 8x8 digit grid.
-DEFAULT_NUM = {"gaussian": 10_000, "mnist": 64}
-NAMES = {"gaussian": "Gaussian", "mnist": "MNIST"}
-# The most samples one command draws: a bound that keeps memory and files to a sane size.
-MAX_NUM = 10_000_000  # Gaussian values (40 MB as float32) and `gantool eval --num`
-MAX_DIGITS = 100_000  # MNIST images as .npy or .pt (310 MB)
-MAX_GRID = 10_000  # MNIST images in one picture: a 100 x 100 grid
+# The most samples one command draws (`gantool eval --num` too); families may allow fewer.
+MAX_NUM = 10_000_000
 SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
 
 
-def save_samples(
-    samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, path: Path, title: str = ""
-) -> None:
-    """Write samples (N, data_dim) as a picture: a grid of digits, or a histogram against the
-    target. path's extension picks the format (.png; also .pdf, .svg for the histogram)."""
+def save_samples(samples: torch.Tensor, dataset, path: Path, title: str = "") -> None:
+    """Write samples (N, data_dim) as the dataset family's picture; path's extension picks the
+    format (.png; also .pdf, .svg where the family draws them)."""
     write_file(path, picture(samples, dataset, path.suffix.lower(), title))
 
 
-def picture(
-    samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, fmt: str, title: str = ""
-) -> bytes:
+def picture(samples: torch.Tensor, dataset, fmt: str, title: str = "") -> bytes:
     """The bytes of a picture file (fmt: ".png", ".pdf" or ".svg") of samples (N, data_dim)."""
-    samples = samples.detach().float().cpu()
-    if isinstance(dataset, GaussianConfig):
-        values = samples[:, 0].numpy()
-        return gaussian_histogram(values, dataset.mean, dataset.std, title, fmt.lstrip("."))
-    return digit_grid(_images(samples).numpy(), title, fmt.lstrip("."))
+    from gantool.data import family
+
+    return family(dataset).picture(samples.detach().float().cpu(), dataset, fmt, title)
 
 
-def raw_samples(samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, fmt: str) -> bytes:
-    """The bytes of a .npy, .pt or .csv file of the samples themselves, as float32: the
-    Gaussian's values (N,), one a line under the header `x` in CSV; MNIST's images
-    (N, 28, 28) in [0, 1]."""
+def raw_samples(samples: torch.Tensor, dataset, fmt: str) -> bytes:
+    """The bytes of a .npy, .pt or .csv file of the samples as the family gives them, float32
+    (the Gaussian's values (N,), one a line under the header `x` in CSV; MNIST's images
+    (N, 28, 28) in [0, 1])."""
     import torch
 
-    samples = samples.detach().float().cpu()
-    data = samples[:, 0] if isinstance(dataset, GaussianConfig) else _images(samples)
+    from gantool.data import family
+
+    data = family(dataset).values(samples.detach().float().cpu())
     if fmt == ".csv":
         return ("x\n" + "".join(f"{v:.9g}\n" for v in data.tolist())).encode()
     buffer = io.BytesIO()
@@ -82,11 +68,6 @@ def raw_samples(samples: torch.Tensor, dataset: GaussianConfig | MnistConfig, fm
     else:
         torch.save(data.clone(), buffer)  # a plain tensor: torch.load(weights_only=True) reads it
     return buffer.getvalue()
-
-
-def _images(samples: torch.Tensor) -> torch.Tensor:
-    """G's outputs (N, 784) in [-1, 1] as images (N, 28, 28) in [0, 1]."""
-    return ((samples.reshape(-1, 28, 28) + 1) / 2).clamp(0, 1)
 
 
 def check_out(out: Path, formats: tuple[str, ...], accepted: str, example: str) -> None:
@@ -101,25 +82,6 @@ def check_out(out: Path, formats: tuple[str, ...], accepted: str, example: str) 
         ancestor = ancestor.parent
     if ancestor.exists() and not ancestor.is_dir():
         raise GantoolError(f"cannot write {out}: {ancestor} is a file, not a folder")
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write `data` atomically, making the missing folders above `path`. On failure the
-    folders made here are removed again and the error is one line (exit 1)."""
-    made: list[Path] = []
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
-    try:
-        for new in reversed(made):
-            new.mkdir()
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-    except OSError as e:
-        for new in made:
-            with contextlib.suppress(OSError):
-                new.rmdir()
-        raise GantoolError(f"cannot write {path}: {e.strerror or first_line(e)}") from e
 
 
 @contextlib.contextmanager
@@ -220,10 +182,6 @@ def _started_in(state: dict, run_dir: Path | None) -> Path | None:
     return None
 
 
-def default_num(dataset: GaussianConfig | MnistConfig) -> int:
-    return DEFAULT_NUM["gaussian" if isinstance(dataset, GaussianConfig) else "mnist"]
-
-
 def sample_checkpoint(
     path: str | Path, num: int | None, out: Path | None, seed: int, device_name: str
 ) -> tuple[Trained, Path]:
@@ -238,7 +196,9 @@ def sample_checkpoint(
         check_out(out, SAMPLE_FORMATS, SAMPLE_ACCEPTED, "samples.png")
     trained = load_generator(path, device_name)
     cfg, device, step = trained.config, trained.device, trained.step
-    key = "gaussian" if isinstance(cfg.dataset, GaussianConfig) else "mnist"
+    from gantool.data import family
+
+    kind = family(cfg.dataset)
     name = f"sample_step_{step:07d}.png"
     if out is None:
         out = (
@@ -249,17 +209,16 @@ def sample_checkpoint(
     if run_of(out) is not None or (out.exists() and out.samefile(trained.checkpoint)):
         raise ConfigError(f"--out {out}: samples never go over a checkpoint or into checkpoints/")
     fmt = out.suffix.lower()
-    if fmt not in PICTURES[key] + RAW[key]:
-        raise ConfigError(
-            f"--out {out}: {NAMES[key]} samples are written as "
-            + ", ".join(PICTURES[key] + RAW[key])
-        )
-    num = default_num(cfg.dataset) if num is None else num
-    limit = MAX_NUM if key == "gaussian" else MAX_GRID if fmt in PICTURES[key] else MAX_DIGITS
+    formats = kind.picture_formats + kind.raw_formats
+    if fmt not in formats:
+        raise ConfigError(f"--out {out}: {kind.label} samples are written as {', '.join(formats)}")
+    num = kind.default_num if num is None else num
+    limit = min(MAX_NUM, kind.max_num(fmt))
     if not 1 <= num <= limit:
+        more = [f for f in kind.raw_formats if kind.max_num(f) > limit]
         raise ConfigError(
-            f"--num {num}: must be from 1 to {limit:,} for {NAMES[key]} samples as {fmt}"
-            + ("; more digits fit in .npy or .pt" if limit == MAX_GRID else "")
+            f"--num {num}: must be from 1 to {limit:,} for {kind.label} samples as {fmt}"
+            + (f"; more fit in {' or '.join(more)}" if more else "")
         )
     import torch
 
@@ -268,7 +227,7 @@ def sample_checkpoint(
     with out_of_memory_as_error(f"drawing {num:,} samples"):
         z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
         samples = generate(trained.generator, z).cpu()  # (num, data_dim)
-        if fmt in PICTURES[key]:
+        if fmt in kind.picture_formats:
             data = picture(samples, cfg.dataset, fmt, f"step {step}")
         else:
             data = raw_samples(samples, cfg.dataset, fmt)

@@ -23,7 +23,7 @@ from gantool.device import resolve_device
 from gantool.errors import GantoolError, Interrupted, NothingToDo, first_line
 from gantool.gan import GAN
 from gantool.models import generate, sample_latent
-from gantool.outputs import MetricsLog, TensorBoardLog
+from gantool.outputs import MetricsLog, TensorBoardLog, write_file
 from gantool.rng import rng_state, seed_everything
 from gantool.run_folder import RunFolder
 from gantool.signals import StopRequest
@@ -319,8 +319,8 @@ class Run:
         if self.gan.ema is not None:
             self.gan.calibrate_ema(self.cfg.model, self.device)
         samples = generate(self.gan.sampler, self.fixed_noise).cpu()  # (num_samples, data_dim)
-        path = self.folder.sample_image(self.step)
-        self.family.draw(samples, self.cfg.dataset, path, f"step {self.step}")
+        picture = self.family.picture(samples, self.cfg.dataset, ".png", f"step {self.step}")
+        write_file(self.folder.sample_image(self.step), picture)
         if self.board:
             self.board.samples(self.step, samples, self.family.picture_kind)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from gantool.config import GaussianConfig
+from gantool.config import Config, GaussianConfig
 
 
 class GaussianStream:
@@ -43,12 +44,28 @@ class Gaussian:
     def check_available(cfg: GaussianConfig) -> None:
         """An endless stream of draws: always there."""
 
-    @staticmethod
-    def draw(samples: torch.Tensor, cfg: GaussianConfig, path: Path, title: str) -> None:
-        """A histogram of samples (N, 1) against the target density."""
-        from gantool.sampling import save_samples
+    # `gantool sample`: the picture and raw formats, and enough values for a smooth histogram.
+    label = "Gaussian"
+    picture_formats = (".png", ".pdf", ".svg")
+    raw_formats = (".npy", ".pt", ".csv")
+    default_num = 10_000
 
-        save_samples(samples, cfg, path, title)
+    @staticmethod
+    def max_num(fmt: str) -> int:
+        return 10_000_000  # 40 MB of float32 values
+
+    @staticmethod
+    def picture(samples: torch.Tensor, cfg: GaussianConfig, fmt: str, title: str) -> bytes:
+        """A histogram of samples (N, 1) against the target density, as fmt (.png, ...)."""
+        from gantool.plots import gaussian_histogram
+
+        values = samples[:, 0].numpy()
+        return gaussian_histogram(values, cfg.mean, cfg.std, title, fmt.lstrip("."))
+
+    @staticmethod
+    def values(samples: torch.Tensor) -> torch.Tensor:
+        """The samples (N, 1) as a file holds them: (N,)."""
+        return samples[:, 0]
 
     @staticmethod
     def plots(rows: list[dict], cfg: GaussianConfig, folder: Path) -> None:
@@ -56,3 +73,23 @@ class Gaussian:
         from gantool.plots import moments_over_training
 
         moments_over_training(rows, cfg.mean, cfg.std, folder / "moments.png")
+
+    @staticmethod
+    def evaluate(
+        cfg: Config, generator: nn.Module, device: torch.device, num: int, seed: int, recipe=None
+    ) -> dict:
+        """Moments, KS and W1 of `num` generated values; the targets are cfg.dataset's mean
+        and std, 0 skewness and excess kurtosis, and 0 KS and W1. (`recipe`: MNIST's.)"""
+        from gantool.evaluate import latent
+        from gantool.metrics import gaussian_report
+        from gantool.models import generate
+
+        samples = generate(generator, latent(cfg, num, device, seed)).cpu()  # (num, 1)
+        report = gaussian_report(samples, cfg.dataset.mean, cfg.dataset.std)
+        values = {f"eval/{k}": v["generated"] for k, v in report.items()}
+        return {"eval/num_samples": num, **values}
+
+    @staticmethod
+    def for_evaluation(cfg: GaussianConfig, started_in: Path | None, data_root) -> GaussianConfig:
+        """Nothing to find: the target is in the config."""
+        return cfg

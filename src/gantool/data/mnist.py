@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from gantool.config import MnistConfig
+from gantool.config import Config, MnistConfig
 from gantool.errors import GantoolError
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,112 @@ class MnistStream:
         self.order = state["order"].to(self.images.device)
 
 
+PR_MAX_SAMPLES = 10_000  # precision and recall use at most this many points of each set
+PR_K = 3  # neighbours behind each manifold ball, as in Kynkäänniemi et al. 2019
+
+
+def evaluate(
+    cfg: Config, generator: nn.Module, device: torch.device, num: int, seed: int, recipe
+) -> dict:
+    """FLD, precision, recall and class coverage of generated digits, with calibration.
+
+    The configured split's real images are shuffled (seeded) and cut into two disjoint
+    halves: the reference and the floor set. Generated samples, the floor set and as many
+    uniform-noise images in [-1, 1] are each compared with the same reference, n against n,
+    so the three numbers share their finite-sample bias (FLD's grows like 1/n) and a
+    generator that matched the data exactly would score the floor on average. Hence
+    n = min(num, half the real images): 5,000 at most on the test split, 30,000 on train.
+    Precision and recall use the first min(n, 10,000) points of each set. The floor is
+    higher than what an n-vs-N comparison against all real images would give.
+    """
+    from gantool import lenet
+    from gantool.evaluate import latent
+    from gantool.metrics import class_coverage, frechet_gaussians, gaussian_fit, precision_recall
+    from gantool.models import generate
+
+    images, _ = load_mnist(cfg.dataset)
+    real = to_model_range(images)  # (N, 784)
+    n = min(num, len(real) // 2)
+    if n <= PR_K:
+        raise GantoolError(
+            f"the MNIST {cfg.dataset.split} split has {len(real)} images: evaluation needs "
+            f"at least {2 * (PR_K + 1)}"
+        )
+    if n < num:
+        log.info(
+            "Scoring %d generated samples, not %d: each set is compared with a reference "
+            "half of the %d real images",
+            n,
+            num,
+            len(real),
+        )
+    classifier = lenet.load_classifier(cfg.dataset.root, device, recipe)
+
+    draws = torch.Generator().manual_seed(seed)  # the halves and the noise
+    order = torch.randperm(len(real), generator=draws)
+    reference, floor = real[order[:n]], real[order[n : 2 * n]]
+    noise = torch.rand((n, real.shape[1]), generator=draws) * 2 - 1  # (n, 784) in [-1, 1)
+    fake = generate(generator, latent(cfg, n, device, seed))  # (n, 784)
+    if not torch.isfinite(fake).all():
+        raise GantoolError("the generator's samples are not finite (NaN or inf): nothing to score")
+
+    ref_features, _ = classifier.embed(reference)  # (n, F)
+    ref_fit = gaussian_fit(ref_features)
+    m = min(n, PR_MAX_SAMPLES)
+
+    def compare(images: torch.Tensor) -> tuple[float, float, float, torch.Tensor]:
+        features, predicted = classifier.embed(images)
+        fld = frechet_gaussians(*ref_fit, *gaussian_fit(features))
+        precision, recall = precision_recall(ref_features[:m], features[:m], k=PR_K)
+        return fld, precision, recall, predicted
+
+    fld, precision, recall, predicted = compare(fake)
+    histogram, kl, num_covered = class_coverage(predicted, lenet.NUM_CLASSES)
+    fld_floor, precision_real, recall_real, _ = compare(floor)
+    fld_noise, precision_noise, recall_noise, _ = compare(noise)
+    return {
+        "eval/num_samples": n,
+        "eval/fld": fld,
+        "eval/precision": precision,
+        "eval/recall": recall,
+        "eval/class_kl": kl,
+        "eval/num_classes_covered": num_covered,
+        "eval/class_histogram": histogram,
+        "eval/fld_real_floor": fld_floor,
+        "eval/precision_real": precision_real,
+        "eval/recall_real": recall_real,
+        "eval/fld_noise": fld_noise,
+        "eval/precision_noise": precision_noise,
+        "eval/recall_noise": recall_noise,
+        "eval/classifier_accuracy": classifier.accuracy,
+    }
+
+
+def for_evaluation(ds: MnistConfig, started: Path | None, data_root: str | None) -> MnistConfig:
+    """The run's dataset config with the absolute root to score against, checked to hold the
+    split, and no download: a relative root is relative to the folder the run was started
+    in (`started`, when known), `data_root` replaces it (relative to the current folder)."""
+    if data_root is not None:
+        root, source = Path(os.path.abspath(data_root)), f"--data-root {data_root}"
+    else:
+        started_in = started or Path.cwd()
+        root = Path(os.path.abspath(started_in / ds.root))  # unchanged if absolute
+        source = f"the run's dataset.root={ds.root}"
+        if not Path(ds.root).is_absolute():
+            source += (
+                f", from {started_in} where the run was started"
+                if started is not None
+                else ", from the current folder: the run did not record where it started"
+            )
+    if not split_present(root, ds.split):
+        expected = " and ".join(n + "[.gz]" for n in file_names(ds.split))
+        raise GantoolError(
+            f"MNIST {ds.split} split not found in {raw_folder(root)} ({source}): expected "
+            f"{expected}; pass --data-root ROOT, the folder that holds MNIST/raw"
+        )
+    return MnistConfig(name=ds.name, root=str(root), split=ds.split, download=False)
+
+
 class Mnist:
     """The MNIST family's behaviour (see gantool.data)."""
 
@@ -173,13 +281,31 @@ class Mnist:
     stream = MnistStream
     picture_kind = "images"  # how TensorBoard shows a sample set
     check_available = staticmethod(check_files)
+    evaluate = staticmethod(evaluate)
+    for_evaluation = staticmethod(for_evaluation)
+
+    # `gantool sample`: the picture and raw formats, and an 8x8 grid by default.
+    label = "MNIST"
+    picture_formats = (".png",)
+    raw_formats = (".npy", ".pt")
+    default_num = 64
 
     @staticmethod
-    def draw(samples: torch.Tensor, cfg: MnistConfig, path: Path, title: str) -> None:
-        """A grid of the digits samples (N, 784) draw."""
-        from gantool.sampling import save_samples
+    def max_num(fmt: str) -> int:
+        """A picture holds a 100 x 100 grid at most; a .npy or .pt file 100,000 images."""
+        return 10_000 if fmt == ".png" else 100_000
 
-        save_samples(samples, cfg, path, title)
+    @staticmethod
+    def picture(samples: torch.Tensor, cfg: MnistConfig, fmt: str, title: str) -> bytes:
+        """A grid of the digits samples (N, 784) draw, as fmt (.png)."""
+        from gantool.plots import digit_grid
+
+        return digit_grid(Mnist.values(samples).numpy(), title, fmt.lstrip("."))
+
+    @staticmethod
+    def values(samples: torch.Tensor) -> torch.Tensor:
+        """G's outputs (N, 784) in [-1, 1] as images (N, 28, 28) in [0, 1]."""
+        return ((samples.reshape(-1, 28, 28) + 1) / 2).clamp(0, 1)
 
     @staticmethod
     def plots(rows: list[dict], cfg: MnistConfig, folder: Path) -> None:
