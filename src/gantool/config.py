@@ -200,7 +200,7 @@ class DeviceConfig:
 @dataclass
 class LoggerConfig:
     # metrics.jsonl is always written; "tensorboard" also writes RUN_DIR/tensorboard/: the
-    # logged scalars, the sample grids as images and, for the Gaussian, sample histograms.
+    # logged scalars and each sample picture as an image.
     name: str = "none"
 
 

@@ -95,8 +95,7 @@ class MetricsLog:
 
 
 class TensorBoardLog:
-    """``tensorboard/`` (logger=tensorboard): the logged scalars, each sample grid as an
-    image and, for the Gaussian, each sample set as a histogram."""
+    """``tensorboard/`` (logger=tensorboard): the logged scalars and each sample picture."""
 
     def __init__(self, folder: Path, start_step: int):
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when asked for
@@ -109,14 +108,15 @@ class TensorBoardLog:
             if key != "step" and isinstance(value, int | float):
                 self.writer.add_scalar(key, value, step)
 
-    def samples(self, step: int, samples, kind: str) -> None:
-        """samples (N, data_dim) in the model's range, shown as `kind`: "images" (28x28 in
-        [-1, 1]) or "histogram" (of the first feature)."""
-        if kind == "images":
-            grid = (samples.reshape(-1, 1, 28, 28).clamp(-1, 1) + 1) / 2  # (N, 1, 28, 28)
-            self.writer.add_images("samples", grid, step)
-        else:
-            self.writer.add_histogram("samples", samples[:, 0], step)
+    def picture(self, step: int, png: bytes) -> None:
+        """A sample picture (PNG bytes, as written to samples/) under the tag `samples`."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))  # (H, W, 3)
+        self.writer.add_image("samples", image, step, dataformats="HWC")
 
     def flush(self) -> None:
         """Everything so far to disk: at each checkpoint, so a resumed run, which logs again

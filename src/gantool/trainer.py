@@ -322,7 +322,7 @@ class Run:
         picture = self.family.picture(samples, self.cfg.dataset, ".png", f"step {self.step}")
         write_file(self.folder.sample_image(self.step), picture)
         if self.board:
-            self.board.samples(self.step, samples, self.family.picture_kind)
+            self.board.picture(self.step, picture)
 
 
 # Below this many parameters in G and D, one CPU thread beats several: each op is too small to

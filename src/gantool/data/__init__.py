@@ -1,11 +1,29 @@
-"""Dataset families. Each module here owns one family's behaviour: its batch stream, the size
-of a sample, how samples are drawn as a picture, its end-of-run plots and its evaluation;
-its config schema (with its checks, metric keys and targets) is in config.py. Nothing outside
-a family's own module asks which dataset a run uses: it calls `family(cfg.dataset)`.
+"""Dataset families. Each module here owns one family's behaviour; its config schema (with its
+value checks, `eval_keys`, `endless` and `targets()`) is a dataclass in config.py, registered
+in config.DATASET_SCHEMAS. Nothing outside a family's own module asks which dataset a run
+uses: code calls `family(cfg.dataset)` and uses what the family class provides:
 
-Each stream has `data_dim`, `batch_size`, `batches_per_epoch` (None when endless),
-`next_batch()` giving a (batch_size, data_dim) tensor in the model's range, and
-`state_dict()` / `load_state_dict()`.
+    name                     the dataset group option (`dataset=NAME`)
+    data_dim(cfg)            the size of one flattened sample: what G outputs and D reads
+    stream(cfg, batch_size, seed, device)
+                             the training batches: an object with data_dim, batch_size,
+                             batches_per_epoch (None when endless), next_batch() -> a
+                             (batch_size, data_dim) tensor on `device` in the model's range,
+                             state_dict() / load_state_dict() (exact resume)
+    check_available(cfg)     before a run starts: refuse data that cannot be had (one line)
+    label, default_num       for `gantool sample`: a display name, samples without --num
+    picture_formats, raw_formats, max_num(fmt)
+                             what `--out` may end in, and the most samples per format
+    picture(samples, cfg, fmt, title) -> bytes
+                             samples (N, data_dim) drawn as a picture file (".png", ...)
+    values(samples)          samples as a .npy/.pt/.csv file holds them
+    plots(rows, cfg, folder) end-of-run pictures beyond the loss curves (rows: metrics.jsonl)
+    evaluate(cfg, generator, device, num, seed, recipe) -> dict
+                             `eval/*` numbers of `num` samples (cfg: the whole Config;
+                             eval/num_samples always, and every key of the schema's eval_keys)
+    for_evaluation(cfg, started_in, data_root) -> cfg
+                             the dataset config as `gantool eval` reads it later, perhaps
+                             from another folder (`started_in`: where the run was started)
 """
 
 from __future__ import annotations
@@ -26,7 +44,7 @@ def build_data(cfg, batch_size: int, seed: int, device):
 
 def data_dim(cfg) -> int:
     """The size of one flattened sample: what G outputs and D reads."""
-    return family(cfg).data_dim
+    return family(cfg).data_dim(cfg)
 
 
 def check_available(cfg) -> None:

@@ -36,9 +36,12 @@ class Gaussian:
     """The Gaussian family's behaviour (see gantool.data)."""
 
     name = "gaussian"
-    data_dim = GaussianStream.data_dim
+
+    @staticmethod
+    def data_dim(cfg) -> int:
+        return GaussianStream.data_dim
+
     stream = GaussianStream
-    picture_kind = "histogram"  # how TensorBoard shows a sample set
 
     @staticmethod
     def check_available(cfg: GaussianConfig) -> None:

@@ -277,9 +277,12 @@ class Mnist:
     """The MNIST family's behaviour (see gantool.data)."""
 
     name = "mnist"
-    data_dim = MnistStream.data_dim
+
+    @staticmethod
+    def data_dim(cfg) -> int:
+        return MnistStream.data_dim
+
     stream = MnistStream
-    picture_kind = "images"  # how TensorBoard shows a sample set
     check_available = staticmethod(check_files)
     evaluate = staticmethod(evaluate)
     for_evaluation = staticmethod(for_evaluation)
