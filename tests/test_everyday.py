@@ -162,7 +162,7 @@ def test_a_damaged_overrides_file_is_one_line(finished_run, tmp_path, capsys, co
     assert digest(run) == before
 
 
-def test_a_failed_resume_keeps_the_completed_summary(tmp_path: Path) -> None:
+def test_a_failed_resume_keeps_the_completed_summary(tmp_path: Path, capsys) -> None:
     folder = RunFolder(tmp_path)
     done = Summary("completed", str(tmp_path), 6, 0.0, 1.0, 2.0, "", {}, {"eval/w1": 0.1}, {}, {})
     folder.write_summary(done)
@@ -172,6 +172,11 @@ def test_a_failed_resume_keeps_the_completed_summary(tmp_path: Path) -> None:
         "status": "failed",
         "error": "training diverged",
     }
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("[]\n")
+    assert run_main("report", str(tmp_path)) == 0
+    shown = capsys.readouterr().out
+    assert "completed" in shown and "a later resume failed: training diverged" in shown
     folder.write_summary(dataclasses.replace(done, step=9))  # a later resume completed
     assert not folder.failure.exists()
     fresh = RunFolder(tmp_path / "fresh")
@@ -337,3 +342,34 @@ def test_more_processes_than_gpus_is_refused_before_any_group_starts() -> None:
     check_gpus(1, 1)
     with pytest.raises(ConfigError, match="started 2 processes on this machine but it has 1 GPU:"):
         check_gpus(2, 1)
+
+
+# --- sweeps and threads --------------------------------------------------------------------------
+def test_a_sweeper_minimises_the_distance_to_a_target() -> None:
+    targets = {"eval/std": 1.25, "eval/w1": 0.0}
+    assert cli.sweep_objective({"name": "eval/std", "value": 1.0}, targets) == 0.25
+    assert cli.sweep_objective({"name": "eval/std", "value": 1.5}, targets) == 0.25
+    assert cli.sweep_objective({"name": "eval/fld", "value": 7.0}, targets) == 7.0
+    assert cli.sweep_objective({"name": "eval/std", "value": None}, targets) is None
+
+
+def test_auto_threads_leave_busy_cores_alone(monkeypatch) -> None:
+    from gantool import trainer
+
+    class Sized:
+        def __init__(self, size: int):
+            self.size = size
+
+        def num_parameters(self) -> int:
+            return self.size
+
+    monkeypatch.setattr(trainer, "TORCH_THREADS", 8)
+    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 8)
+    assert trainer.cpu_threads(3, Sized(10**6)) == 3  # asked for
+    assert trainer.cpu_threads(0, Sized(1000)) == 1  # a small model
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert trainer.cpu_threads(0, Sized(10**6)) == 8  # an idle machine
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (5.6, 0.0, 0.0))
+    assert trainer.cpu_threads(0, Sized(10**6)) == 2
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    assert trainer.cpu_threads(0, Sized(10**6)) == 1

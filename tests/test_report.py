@@ -188,9 +188,18 @@ def test_nested_sweeps_single_runs_and_empty_folders(tmp_path: Path) -> None:
 
 
 def table_rows(out: str) -> list[list[str]]:
-    """The cells of each body row of a printed rich table."""
-    rows = [line for line in out.splitlines() if line.startswith("│")]
-    return [[cell.strip() for cell in row.split("│")[1:-1]] for row in rows]
+    """The cells of each body row of a printed rich table. A table split to fit the terminal
+    goes on in the next ones, each repeating the job column: their rows are joined."""
+    tables: list[list[list[str]]] = []
+    for line in out.splitlines():
+        if line.startswith(("┏", "┌")):
+            tables.append([])
+        elif line.startswith("│"):
+            tables[-1].append([cell.strip() for cell in line.split("│")[1:-1]])
+    rows = tables[0] if tables else []
+    for more in tables[1:]:
+        rows = [row + extra[1:] for row, extra in zip(rows, more, strict=True)]
+    return rows
 
 
 def test_report_command_sorts_and_imports_no_torch(sweep: Path) -> None:

@@ -213,7 +213,16 @@ def _train_job(dict_cfg) -> float | None:
 
     if rank == 0:
         print_summary(summary, cfg.dataset.targets())
-    return summary.get("objective", {}).get("value")
+    return sweep_objective(summary["objective"], cfg.dataset.targets())
+
+
+def sweep_objective(objective: dict, targets: dict[str, float]) -> float | None:
+    """What a sweeper minimises or maximises: the objective's value, or for a statistic with
+    a target (eval/mean, eval/std, ...) its distance from the target."""
+    value, target = objective.get("value"), targets.get(objective.get("name"))
+    if value is None or target is None:
+        return value
+    return abs(value - target)
 
 
 def _record_failure(run_dir: Path, error: GantoolError) -> None:

@@ -22,7 +22,7 @@ def finish(run, train_seconds: float, entered: float) -> dict:
         return {"status": "completed", "run_dir": str(folder.path), "step": run.step}
     if (world := distributed.world_size()) > 1:
         log.info("All %d processes held the same weights at every checkpoint", world)
-    rows = run.metrics.rows()
+    rows = folder.rows()
     progress_gif(sorted(folder.samples.glob("step_*.png")), folder.samples / "progress.gif")
     if rows:
         training_curves(rows, folder.plots / "losses.png")
@@ -30,9 +30,7 @@ def finish(run, train_seconds: float, entered: float) -> dict:
     results = (
         evaluate(cfg, run.gan.sampler, run.device, t.num_eval_samples) if t.eval_at_end else {}
     )
-    if run.board:
-        run.board.scalars(run.step, results)
-        run.board.close()
+    folder.close_logs(run.step, results)
     summary = Summary(
         status="completed",
         run_dir=str(folder.path),

@@ -1,7 +1,8 @@
 """`gantool report SWEEP_DIR`: one row per job of a sweep, as a table and as report.csv.
 
-It reads only what the jobs left behind (.hydra/overrides.yaml, summary.json, metrics.jsonl),
-so it imports no torch and works while a sweep is still running.
+It reads only what the jobs left behind (.hydra/overrides.yaml and config.yaml, summary.json,
+metrics.jsonl), so it imports no torch and works while a sweep is still running. A job whose
+files are damaged gets an error line; the others are reported as usual.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from gantool.config import HIGHER_IS_BETTER  # every other metric sorts ascending
 from gantool.errors import GantoolError
+from gantool.run_folder import RunFolder
 
 # The losses shown from each job's last logged interval.
 LOSS_KEYS = ("train/d_loss", "train/g_loss")
@@ -25,6 +27,10 @@ LOSS_KEYS = ("train/d_loss", "train/g_loss")
 UNFINISHED = "unfinished"
 
 CSV_NAME = "report.csv"
+
+# Statistics whose best is a target value, not the lowest: the moments of a 1-D target. Each
+# ranks by its distance from the job's own target, and a job whose target is unknown ranks last.
+TARGETED = ("eval/mean", "eval/std", "eval/skewness", "eval/excess_kurtosis")
 
 
 @dataclass
@@ -37,7 +43,29 @@ class Job:
     step: int | None = None
     values: dict[str, float] = field(default_factory=dict)  # losses, eval/*, objective, wall
     objective: str | None = None  # the objective's metric name, e.g. eval/w1
-    error: str = ""
+    error: str = ""  # why the run failed, as its summary.json says
+    targets: dict[str, float] = field(default_factory=dict)  # eval key -> a perfect score
+    problems: list[str] = field(default_factory=list)  # files of the job that cannot be read
+    overrides_read: bool = True  # False: its .hydra/overrides.yaml is damaged
+
+
+@dataclass
+class Column:
+    """One column of the printed table."""
+
+    header: str
+    cells: list  # rich Text, one per job
+    right: bool = False  # numbers are right-aligned
+    width: int = 0  # set when the table is fitted to the terminal
+
+    def narrowest(self) -> int:
+        """Its widest cell, or its header's longest word: headers wrap, words and cells do not."""
+        words = [len(piece.rstrip()) for piece in _header_pieces(self.header)]
+        return max(*words, *(cell.cell_len for cell in self.cells), 1)
+
+    def unwrapped(self) -> int:
+        """The width with its header on one line."""
+        return max(len(self.header), self.narrowest())
 
 
 def report(sweep_dir: Path, sort: str | None = None) -> Path:
@@ -51,14 +79,19 @@ def report(sweep_dir: Path, sort: str | None = None) -> Path:
     if sort is not None:
         jobs = sort_jobs(jobs, sort)
     keys = metric_keys(jobs)
-    table, width = make_table(jobs, keys, sweep_dir, sort)
-    # Wider than the terminal rather than cut: the terminal wraps what does not fit.
-    console.print(table, width=max(width, console.width), crop=False)
+    title, tables, notes = make_tables(jobs, keys, sweep_dir, sort, console.width)
+    console.print(title, soft_wrap=True)
+    for table in tables:
+        console.print(table, crop=False)
+    for note in notes:
+        console.print(note, soft_wrap=True)
     for job in jobs:
         if job.error:
             console.print(Text(f"job {job.name} {job.status}: {job.error}"), soft_wrap=True)
+        for problem in job.problems:
+            console.print(Text(f"job {job.name}: {problem}"), soft_wrap=True)
     path = write_csv(jobs, keys, sweep_dir / CSV_NAME)
-    console.print(f"Wrote {path}")
+    console.print(Text(f"Wrote {path}"), soft_wrap=True)
     return path
 
 
@@ -96,19 +129,23 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
         if job_dir == sweep_dir
         else job_dir.relative_to(sweep_dir).as_posix()
     )
-    overrides = _read_overrides(job_dir / ".hydra" / "overrides.yaml")
-    summary_path = job_dir / "summary.json"
-    if not summary_path.is_file():
-        return Job(name, overrides, UNFINISHED, step=_last_logged_step(job_dir))
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as e:
-        return Job(name, overrides, "unreadable", error=f"cannot read summary.json: {e}")
-    if not isinstance(summary, dict):
-        return Job(name, overrides, "unreadable", error="summary.json holds no JSON object")
+    job = Job(name, [], UNFINISHED)
+    folder = RunFolder(job_dir)
+    if folder.overrides_file.is_file():  # a folder with only summary.json is a job too
+        try:
+            job.overrides = folder.read_overrides()
+        except GantoolError as e:  # damaged: the row without overrides, and an error line
+            job.problems.append(str(e))
+            job.overrides_read = False
+    summary = _read_summary(job_dir / "summary.json", job)
+    job.targets = _targets(job_dir / ".hydra" / "config.yaml", summary, job)
+    if summary is None:
+        if job.status == UNFINISHED:
+            job.step = _last_logged_step(job_dir)
+        return job
 
-    status = str(summary.get("status", "unknown"))
-    job = Job(name, overrides, status, error=str(summary.get("error") or ""))
+    job.status = str(summary.get("status", "unknown"))
+    job.error = str(summary.get("error") or "")
     step = summary.get("step")
     job.step = step if _is_number(step) else _last_logged_step(job_dir)
     final = _dict(summary, "final")
@@ -125,7 +162,52 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
     wall = summary.get("wall_seconds", summary.get("train_seconds"))
     if _is_number(wall):
         job.values["wall_seconds"] = wall
+    later = folder.read_failure()  # a resume after completing failed: the summary stands
+    if later:
+        job.problems.append(f"a later resume {later['status']}: {later['error']}")
     return job
+
+
+def _read_summary(path: Path, job: Job) -> dict | None:
+    """summary.json, or None: the job has not finished (status unfinished) or the file is
+    damaged (status unreadable, and its error)."""
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        job.status, job.error = "unreadable", f"cannot read summary.json: {e}"
+        return None
+    if not isinstance(summary, dict):
+        job.status, job.error = "unreadable", "summary.json holds no JSON object"
+        return None
+    return summary
+
+
+def _targets(config_path: Path, summary: dict | None, job: Job) -> dict[str, float]:
+    """What a perfect generator would score, per eval key: summary.json's "targets" (the
+    dataset's own, written since they existed). Runs from before have only the Gaussian's,
+    read from .hydra/config.yaml: dataset.mean and dataset.std, 0 skewness and excess kurtosis."""
+    saved = _dict(summary or {}, "targets")
+    if not saved and config_path.is_file():
+        try:
+            config = yaml.safe_load(config_path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8
+            job.problems.append(f"cannot read {config_path}: {_one_line(e)}")
+            config = None
+        dataset = _dict(config, "dataset") if isinstance(config, dict) else {}
+        if dataset.get("name") == "gaussian":
+            saved = {
+                "eval/mean": dataset.get("mean"),
+                "eval/std": dataset.get("std"),
+                "eval/skewness": 0.0,
+                "eval/excess_kurtosis": 0.0,
+            }
+    return {k: float(v) for k, v in saved.items() if _is_number(v)}
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _dict(summary: dict, key: str) -> dict:
@@ -133,18 +215,10 @@ def _dict(summary: dict, key: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _read_overrides(path: Path) -> list[str]:
-    try:
-        overrides = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return []
-    return [str(o) for o in overrides] if isinstance(overrides, list) else []
-
-
 def _last_logged_step(job_dir: Path) -> int | None:
     """The step of the last complete row of metrics.jsonl: how far an unfinished job got."""
     try:
-        lines = (job_dir / "metrics.jsonl").read_text().splitlines()
+        lines = (job_dir / "metrics.jsonl").read_text(errors="replace").splitlines()
     except OSError:
         return None
     for line in reversed(lines):
@@ -192,23 +266,46 @@ def higher_is_better(key: str, jobs: list[Job]) -> bool:
     return key in HIGHER_IS_BETTER
 
 
+def targeted(key: str, jobs: list[Job]) -> bool:
+    """Whether `key`'s best is the value nearest a target (see TARGETED)."""
+    if key == "objective":
+        names = {job.objective for job in jobs if job.objective}
+        return len(names) == 1 and names.pop() in TARGETED
+    return key in TARGETED
+
+
+def score(job: Job, key: str, jobs: list[Job]) -> float | None:
+    """What ranks `job` by `key`: its distance from the job's target for the key, where it has
+    one, else its value. None when it has no value (failed, unfinished), or no target for a
+    statistic that needs one (TARGETED)."""
+    value = job.values.get(key, math.nan)
+    if math.isnan(value):
+        return None
+    stat = job.objective if key == "objective" else key
+    target = job.targets.get(stat)
+    if target is not None:
+        return abs(value - target)
+    return None if stat in TARGETED else value
+
+
 def sort_jobs(jobs: list[Job], metric: str) -> list[Job]:
     """Best first by `metric`; jobs without it (failed, unfinished) last, in job order."""
     key = resolve_metric(metric, jobs)
     descending = higher_is_better(key, jobs)
-    has, lacks = [], []
-    for job in jobs:
-        (lacks if math.isnan(job.values.get(key, math.nan)) else has).append(job)
-    return sorted(has, key=lambda j: j.values[key], reverse=descending) + lacks
+    scores = {id(job): score(job, key, jobs) for job in jobs}
+    has = [job for job in jobs if scores[id(job)] is not None]
+    lacks = [job for job in jobs if scores[id(job)] is None]
+    return sorted(has, key=lambda j: scores[id(j)], reverse=descending) + lacks
 
 
 def split_overrides(jobs: list[Job]) -> tuple[list[str], list[str]]:
     """The override keys whose value differs between jobs (one column each), and the overrides
-    every job has alike."""
-    parsed = [dict(_key_value(o) for o in job.overrides) for job in jobs]
+    every job has alike. Jobs whose overrides could not be read take no part."""
+    known = [job for job in jobs if job.overrides_read]
+    parsed = [dict(_key_value(o) for o in job.overrides) for job in known]
     keys = list(dict.fromkeys(k for overrides in parsed for k in overrides))
     varying = [k for k in keys if len({p.get(k) for p in parsed}) > 1]
-    shared = [o for o in jobs[0].overrides if _key_value(o)[0] not in varying] if jobs else []
+    shared = [o for o in known[0].overrides if _key_value(o)[0] not in varying] if known else []
     return varying, shared
 
 
@@ -226,22 +323,25 @@ def _labels(keys: list[str]) -> dict[str, str]:
     return labels
 
 
-def make_table(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | None):
-    """The rich table, and the width it needs to show every cell whole (headers may wrap)."""
-    from rich.table import Table
+def make_tables(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | None, width: int):
+    """The title line, the table (split into several, each repeating the job column, where it
+    would be wider than `width`) and the notes below it."""
     from rich.text import Text
 
     varying, shared = split_overrides(jobs)
     overrides = [dict(_key_value(o) for o in job.overrides) for job in jobs]
-    notes: list[str] = []  # the caption's lines
-    # A number that is the same in every job (a sample count, a calibration point) goes into
-    # the caption, as shared overrides do; the CSV keeps every column.
-    same = {}
+    notes: list[str] = []
+    # A column that is the same in every job (a status, a step, a sample count, a calibration
+    # point) becomes a note, as shared overrides do; the CSV keeps every column.
+    same: dict[str, str] = {}
     if len(jobs) > 1:
+        for key, values in (("status", [j.status for j in jobs]), ("step", [j.step for j in jobs])):
+            if len(set(values)) == 1 and values[0] is not None:
+                same[key] = str(values[0])
         for key in keys:
             values = {job.values.get(key) for job in jobs}
             if len(values) == 1 and None not in values:
-                same[key] = values.pop()
+                same[key] = _format(key, values.pop())
     keys = [k for k in keys if k not in same]
     labels = _labels(keys)
     objectives = {job.objective for job in jobs if job.objective}
@@ -252,69 +352,129 @@ def make_table(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | No
         notes.append("* the objective, its best in bold")
     elif objective_key:
         labels["objective"] = f"objective {objective_key}"
-    # The best objective in bold. Other columns have no plain best: losses, counts, and
-    # moments, whose best is the one nearest a target.
+    # The best objective in bold. Other columns have no plain best: losses and counts.
     best = _best(jobs, "objective")
     bold_key = objective_key if objective_key in keys else "objective"
 
-    # (header, cells, right-aligned) per column
-    columns = [
-        ("job", [Text(job.name) for job in jobs], False),
-        ("status", [Text(j.status, "" if j.status == "completed" else "red") for j in jobs], False),
-        ("step", [Text("" if j.step is None else str(j.step)) for j in jobs], True),
-    ]
-    for key in varying:  # one column per override that differs between jobs
-        columns.append((key, [Text(o.get(key, "")) for o in overrides], False))
+    columns = [Column("job", [Text(job.name) for job in jobs])]
+    if "status" not in same:
+        status = [Text(j.status, "" if j.status == "completed" else "red") for j in jobs]
+        columns.append(Column("status", status))
+    if "step" not in same:
+        steps = [Text("" if j.step is None else str(j.step)) for j in jobs]
+        columns.append(Column("step", steps, right=True))
+    for key in varying:  # one column per override that differs between jobs; "?": unreadable
+        cells = [
+            Text(o.get(key, "") if job.overrides_read else "?")
+            for o, job in zip(overrides, jobs, strict=True)
+        ]
+        columns.append(Column(key, cells))
     for key in keys:
         values = [job.values.get(key) for job in jobs]
-        bold = [key == bold_key and v is not None and v == best for v in values]
+        bold = [key == bold_key and job in best for job in jobs]
         cells = [Text(_format(key, v), "bold" * b) for v, b in zip(values, bold, strict=True)]
-        columns.append((labels[key], cells, True))
+        columns.append(Column(labels[key], cells, right=True))
 
-    order = f", best {resolve_metric(sort, jobs)} first" if sort else ""
+    order = ""
+    if sort:
+        key = resolve_metric(sort, jobs)
+        order = f", best {key} first" + " (nearest its target)" * targeted(key, jobs)
     if shared:
         notes.insert(0, f"{'shared ' * (len(jobs) > 1)}overrides: {' '.join(shared)}")
     if same:
-        notes.append(
-            "the same in every job: " + ", ".join(f"{k} {_format(k, v)}" for k, v in same.items())
-        )
-    caption = "\n".join(notes) or None
-    table = Table(
-        title=Text(f"{sweep_dir}: {len(jobs)} job{'s' * (len(jobs) != 1)}{order}"),
-        title_justify="left",
-        caption=Text(caption) if caption else None,
-        caption_justify="left",
-    )
-    width = len(columns) + 1  # the borders
-    for header, cells, right in columns:
-        # Cells are never cut, nor words of up to 16 letters in a header; longer ones wrap.
-        words = [len(word) for word in header.split() if len(word) <= 16]
-        min_width = max(c.cell_len for c in [*cells, Text("x" * max(words, default=1))])
-        table.add_column(
-            Text(header), justify="right" if right else "left", min_width=min_width, overflow="fold"
-        )
-        width += min_width + 2  # the padding
-    for row in zip(*(cells for _, cells, _ in columns), strict=True):
+        notes.append("the same in every job: " + ", ".join(f"{k} {v}" for k, v in same.items()))
+    if any(targeted(k, jobs) for k in keys):
+        notes.append(f"targets: {_describe_targets(jobs)}")
+    title = Text(f"{sweep_dir}: {len(jobs)} job{'s' * (len(jobs) != 1)}{order}")
+    return title, [_table(part) for part in _fit(columns, width)], [Text(n) for n in notes]
+
+
+def _fit(columns: list[Column], width: int) -> list[list[Column]]:
+    """The columns as tables no wider than `width` (unless one column alone is), their widths
+    set. A column is as narrow as `Column.narrowest` allows; the columns that do not fit go into
+    a next table, which repeats the first (job) column. Spare width unwraps headers, those that
+    need the least first."""
+
+    def table_width(part: list[Column]) -> int:
+        return sum(c.narrowest() for c in part) + 3 * len(part) + 1  # padding and borders
+
+    first, parts = columns[0], [[]]
+    for column in columns[1:]:
+        if parts[-1] and table_width([first, *parts[-1], column]) > width:
+            parts.append([])
+        parts[-1].append(column)
+    tables = []
+    for part in parts:
+        part = [replace(c, width=c.narrowest()) for c in [first, *part]]
+        spare = width - table_width(part)
+        for column in sorted(part, key=lambda c: c.unwrapped() - c.width):
+            grow = column.unwrapped() - column.width
+            if grow <= spare:
+                column.width += grow
+                spare -= grow
+        tables.append(part)
+    return tables
+
+
+def _header_pieces(header: str) -> list[str]:
+    """Where a header may wrap: after a space, a dot or a slash ("model.", "g.", "activation")."""
+    return re.findall(r"[^ ./]+[ ./]?|[ ./]", header) or [""]
+
+
+def _wrap_header(header: str, width: int) -> str:
+    lines = [""]
+    for piece in _header_pieces(header):
+        if lines[-1] and len((lines[-1] + piece).rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _table(columns: list[Column]):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table()
+    for c in columns:
+        justify = "right" if c.right else "left"
+        header = Text(_wrap_header(c.header, c.width), justify=justify)
+        table.add_column(header, justify=justify, width=c.width)
+    for row in zip(*(c.cells for c in columns), strict=True):
         table.add_row(*row)
-    return table, width
+    return table
 
 
-def _best(jobs: list[Job], key: str) -> float | None:
-    values = [j.values[key] for j in jobs if not math.isnan(j.values.get(key, math.nan))]
-    if not values:
-        return None
-    return max(values) if higher_is_better(key, jobs) else min(values)
+def _describe_targets(jobs: list[Job]) -> str:
+    """The targets in words: "mean 4, std 1.25, skewness 0, excess kurtosis 0"."""
+    parts = []
+    for key in TARGETED:
+        name = key.removeprefix("eval/").replace("_", " ")
+        found = {job.targets[key] for job in jobs if key in job.targets}
+        if len(found) == 1:
+            parts.append(f"{name} {found.pop():.4g}")
+        elif found:
+            parts.append(f"{name} each job's own")
+    return ", ".join(parts) or "unknown"
+
+
+def _best(jobs: list[Job], key: str) -> list[Job]:
+    """The jobs with the best value of `key` (nearest its target, where it has one)."""
+    scores = [(score(job, key, jobs), job) for job in jobs]
+    scores = [(s, job) for s, job in scores if s is not None]
+    if not scores:
+        return []
+    pick = max if higher_is_better(key, jobs) else min
+    best = pick(s for s, _ in scores)
+    return [job for s, job in scores if s == best]
 
 
 def _format(key: str, value: float | None) -> str:
     if value is None:
         return ""
     if key == "wall_seconds":
-        if value < 60:
-            return f"{value:.1f} s"
-        minutes, seconds = divmod(round(value), 60)
-        hours, minutes = divmod(minutes, 60)
-        return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+        from gantool.console import duration
+
+        return duration(value)
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}"
@@ -332,7 +492,7 @@ def write_csv(jobs: list[Job], keys: list[str], path: Path) -> Path:
                 step = "" if job.step is None else job.step
                 overrides = " ".join(job.overrides)
                 row = [job.name, job.status, step, overrides, *numbers, job.objective or ""]
-                writer.writerow([*row, job.error])
+                writer.writerow([*row, "; ".join(filter(None, [job.error, *job.problems]))])
     except OSError as e:
         raise GantoolError(f"cannot write {path}: {e.strerror or e}") from e
     return path

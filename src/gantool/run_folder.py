@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gantool.errors import GantoolError
-from gantool.outputs import write_json
+from gantool.outputs import MetricsLog, write_file, write_json
 
 try:  # POSIX; elsewhere runs go unlocked
     import fcntl
@@ -57,8 +57,56 @@ _held: dict[Path, list[int]] = {}
 
 
 class RunFolder:
-    def __init__(self, path: str | Path):
+    """Every path of a run, and its writer: only the process that `writes` (rank 0 under
+    torchrun) touches files; for the others the logging methods do nothing."""
+
+    def __init__(self, path: str | Path, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes
+        self._metrics = MetricsLog(self.metrics)
+        self._board = None  # TensorBoard, with logger=tensorboard
+
+    # --- the logs of a training process ------------------------------------------------------
+    def start_logs(self, step: int, tensorboard: bool) -> None:
+        """Continue the logs from `step`: rows logged after it are dropped (a resumed run logs
+        them again), and TensorBoard drops its events after it the same way."""
+        if not self.writes:
+            return
+        self._metrics.truncate_after(step)
+        if tensorboard:
+            from gantool.outputs import TensorBoardLog  # imports torch's TensorBoard writer
+
+            self._board = TensorBoardLog(self.path / "tensorboard", step)
+
+    def log_row(self, step: int, row: dict) -> None:
+        """A row of metrics.jsonl (and TensorBoard scalars)."""
+        if self.writes:
+            self._metrics.append(row)
+        if self._board:
+            self._board.scalars(step, row)
+
+    def log_picture(self, step: int, png: bytes) -> None:
+        """A sample picture: samples/step_N.png (and a TensorBoard image)."""
+        if not self.writes:
+            return
+        write_file(self.sample_image(step), png)
+        if self._board:
+            self._board.picture(step, png)
+
+    def rows(self) -> list[dict]:
+        return self._metrics.rows()
+
+    def flush_logs(self) -> None:
+        """Everything logged so far to disk: at each checkpoint."""
+        if self._board:
+            self._board.flush()
+
+    def close_logs(self, step: int, results: dict) -> None:
+        """The end of training: the evaluation's numbers go to TensorBoard too."""
+        if self._board:
+            self._board.scalars(step, results)
+            self._board.close()
+            self._board = None
 
     # --- paths ----------------------------------------------------------------------------------
     @property
@@ -167,11 +215,12 @@ class RunFolder:
 
     # --- records --------------------------------------------------------------------------------
     def read_summary(self) -> dict | None:
-        try:
-            summary = json.loads(self.summary.read_text())
-        except (OSError, ValueError):
-            return None
-        return summary if isinstance(summary, dict) else None
+        return _read_record(self.summary)
+
+    def read_failure(self) -> dict | None:
+        """failure.json: how a resume of this completed run failed, or None."""
+        record = _read_record(self.failure)
+        return record if record and {"status", "error"} <= record.keys() else None
 
     def write_summary(self, summary: Summary) -> None:
         """A completed run's summary: it replaces any earlier record, failures included."""
@@ -223,6 +272,14 @@ def in_use(path: Path, pid: int | None) -> RunInUse:
     return RunInUse(
         f"{path} is in use: {who} is training in it; wait for it to end or stop it first"
     )
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _read_pid(fd: int) -> int | None:

@@ -23,7 +23,6 @@ from gantool.device import resolve_device
 from gantool.errors import GantoolError, Interrupted, NothingToDo, first_line
 from gantool.gan import GAN
 from gantool.models import generate, sample_latent
-from gantool.outputs import MetricsLog, TensorBoardLog, write_file
 from gantool.rng import rng_state, seed_everything
 from gantool.run_folder import RunFolder
 from gantool.signals import StopRequest
@@ -130,9 +129,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     Every failure a user can act on comes out as a GantoolError with a one-line message. The
     main process holds the run folder's lock throughout: a second process is refused.
     """
-    folder = RunFolder(run_dir)
+    main = distributed.is_main()  # under torchrun, rank 0 alone reads and writes run_dir
+    folder = RunFolder(run_dir, writes=main)
     try:
-        with folder.lock() if distributed.is_main() else contextlib.nullcontext():
+        with folder.lock() if main else contextlib.nullcontext():
             return _train(cfg, folder)
     except RuntimeError as e:  # CUDA's OutOfMemoryError is one; the CPU allocator's is plain
         if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
@@ -199,7 +199,9 @@ class Run:
         self.total_steps = run_length(t, self.data.batches_per_epoch)
         self.gan = GAN.build(cfg.model, cfg.optimizer, t.ema_decay, self.data.data_dim, device)
         if device.type == "cpu":
-            torch.set_num_threads(cpu_threads(cfg.device.num_threads, self.gan))
+            threads = cpu_threads(cfg.device.num_threads, self.gan)
+            torch.set_num_threads(threads)
+            log.info("CPU threads: %d (device.num_threads=%d)", threads, cfg.device.num_threads)
         distributed.seed_rank(t.seed)  # under torchrun, each process draws noise of its own
         self.settings = StepSettings.of(cfg, distributed.world_size())
         # The same noise for every sample picture, so they can be compared across steps.
@@ -212,8 +214,6 @@ class Run:
         self.nonfinite_step = torch.tensor(-1, device=device)
         self.started_in = os.getcwd()  # what a relative dataset.root is relative to
         self.checkpoints = Checkpointer(folder, t.keep_checkpoints, writes=self.main)
-        self.metrics = MetricsLog(folder.metrics)
-        self.board: TensorBoardLog | None = None
 
     def due(self, every: int) -> bool:
         return self.step % every == 0
@@ -259,15 +259,13 @@ class Run:
             path, state = newest
             self.load_state_dict(state)
             log.info("Resumed from %s at step %d", path, self.step)
-        if self.main:  # rows after the checkpoint are logged again; so is a partial interval
-            self.metrics.truncate_after(self.step if self.due(t.log_every) else self.step - 1)
-            if self.cfg.logger.name == "tensorboard":
-                self.board = TensorBoardLog(self.folder.path / "tensorboard", self.step)
+        # Rows after the checkpoint are logged again; so is the row of a partial interval.
+        logged = self.step if self.due(t.log_every) else self.step - 1
+        self.folder.start_logs(logged, tensorboard=self.cfg.logger.name == "tensorboard")
 
     def save_checkpoint(self) -> Path | None:
         self.check_finite()
-        if self.board:
-            self.board.flush()
+        self.folder.flush_logs()
         if self.gan.ema is not None:  # the saved EMA generator is ready to sample from
             self.gan.calibrate_ema(self.cfg.model, self.device)
         state = self.state_dict()
@@ -303,10 +301,7 @@ class Run:
         self.check_finite()
         values = (self.stats_sum / self.count).tolist()  # the one host sync per log interval
         row = {"step": self.step, **dict(zip(STAT_KEYS, values, strict=True))}
-        if self.main:
-            self.metrics.append(row)
-        if self.board:
-            self.board.scalars(self.step, row)
+        self.folder.log_row(self.step, row)
         if self.due(self.cfg.trainer.log_every):  # a last, partial interval stays in checkpoints
             self.stats_sum.zero_()
             self.count = 0
@@ -320,9 +315,7 @@ class Run:
             self.gan.calibrate_ema(self.cfg.model, self.device)
         samples = generate(self.gan.sampler, self.fixed_noise).cpu()  # (num_samples, data_dim)
         picture = self.family.picture(samples, self.cfg.dataset, ".png", f"step {self.step}")
-        write_file(self.folder.sample_image(self.step), picture)
-        if self.board:
-            self.board.picture(self.step, picture)
+        self.folder.log_picture(self.step, picture)
 
 
 # Below this many parameters in G and D, one CPU thread beats several: each op is too small to
@@ -332,7 +325,19 @@ TORCH_THREADS = torch.get_num_threads()  # torch's own choice (OMP_NUM_THREADS, 
 
 
 def cpu_threads(requested: int, gan: GAN) -> int:
-    """device.num_threads, or for 0 (auto) one thread for a small model, else torch's own."""
+    """device.num_threads, or for 0 (auto): one thread for a small model; for a larger one,
+    torch's own choice less the cores other processes keep busy (the 1-minute load average).
+
+    Measured on a shared 2-core machine (MNIST default, 60 steps): 2 threads took 3-24 times
+    as long as 1 whenever other work was running, because threads that wait on a busy core
+    wait on each other too. On an idle machine more threads help, at most by the core count.
+    """
     if requested > 0:
         return requested
-    return 1 if gan.num_parameters() < SMALL_MODEL else TORCH_THREADS
+    if gan.num_parameters() < SMALL_MODEL:
+        return 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # not on this platform
+        busy = 0
+    return max(1, min(TORCH_THREADS, (os.cpu_count() or 1) - busy))
