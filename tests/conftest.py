@@ -46,14 +46,17 @@ def compose_config(overrides: list[str]) -> Config:
     return load_config(overrides)
 
 
-def write_tiny_mnist(root: Path, split: str = "test", num: int = 64, gz: bool = True) -> Path:
-    """A few 28x28 'digits' (a bright bar at a label-dependent place) in torchvision's layout."""
+def write_tiny_mnist(
+    root: Path, split: str = "test", num: int = 64, gz: bool = True, folder: str = "MNIST"
+) -> Path:
+    """A few 28x28 'digits' (a bright bar at a label-dependent place) in torchvision's layout:
+    ROOT/FOLDER/raw (MNIST, or FashionMNIST, KMNIST: the other sets in MNIST's format)."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, num).astype(np.uint8)
     images = rng.integers(0, 30, (num, 28, 28)).astype(np.uint8)
     for image, label in zip(images, labels, strict=True):
         image[4 + 2 * label : 7 + 2 * label, 6:22] = 255
-    raw = root / "MNIST" / "raw"
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     prefix = "t10k" if split == "test" else "train"
     write_idx(raw / f"{prefix}-images-idx3-ubyte", images, gz)

@@ -197,7 +197,9 @@ def test_evaluate_mnist_calibration_and_mode_collapse(tiny_mnist: Path, caplog) 
     assert torch.equal(torch.get_rng_state(), before)
     assert result["eval/num_samples"] == 32  # half of the 64 real images; the log says so
     assert "Scoring 32 generated samples, not 1000" in caplog.text
-    assert set(result) >= set(MnistConfig.eval_keys) | HIGHER_IS_BETTER
+    calibration = {f"eval/{m}_{k}" for m in ("precision", "recall") for k in ("real", "noise")}
+    assert set(result) >= {*MnistConfig.eval_keys, *calibration, "eval/classifier_accuracy"}
+    assert calibration <= HIGHER_IS_BETTER
     assert len(result["eval/class_histogram"]) == 10
     assert sum(result["eval/class_histogram"]) == pytest.approx(1.0)
     assert 0 < result["eval/classifier_accuracy"] <= 1

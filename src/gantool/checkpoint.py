@@ -185,8 +185,9 @@ def _link_or_copy(src: Path, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-# Dataset settings that say where the files are, not what is learned.
-RESUME_MAY_CHANGE = {"dataset.root", "dataset.download"}
+# Dataset settings that say where the files are, not what is learned. (A vectors file that
+# moved may be named anew: its recorded digest must still match.)
+RESUME_MAY_CHANGE = {"dataset.root", "dataset.download", "dataset.path"}
 
 
 def check_resumable(saved: dict, now: dict, path: Path) -> None:

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -86,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         if command in HYDRA_COMPLETION_FLAGS:
-            _shell_completion(argv)
+            from gantool.completion import shell_completion
+
+            shell_completion(argv, list(COMMANDS), run_train)
         elif command in COMMANDS:
             COMMANDS[command](args)
         else:
@@ -213,7 +214,7 @@ def _train_job(dict_cfg) -> float | None:
 
     if rank == 0:
         print_summary(summary, cfg.dataset.targets())
-    return sweep_objective(summary["objective"], cfg.dataset.targets())
+    return sweep_objective(summary.get("objective", {}), cfg.dataset.targets())
 
 
 def sweep_objective(objective: dict, targets: dict[str, float]) -> float | None:
@@ -308,9 +309,10 @@ def sample(args: list[str]) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="the file to write; .png (also .pdf, .svg for the Gaussian): the picture; .npy or "
-        ".pt: the samples (MNIST: images (N, 28, 28) in [0, 1]); .csv: the Gaussian's values "
-        "(default: RUN_DIR/samples/sample_step_N.png)",
+        help="the file to write; .png (also .pdf, .svg for the Gaussian and vectors): the "
+        "picture; .npy or .pt: the samples (MNIST: images (N, 28, 28) in [0, 1]; vectors: "
+        "(N, F) in the data's units); .csv: the Gaussian's values or the vectors, under a "
+        "header line (default: RUN_DIR/samples/sample_step_N.png)",
     )
     opts = _parse_generator_args(parser, args)
     from gantool.console import console
@@ -352,13 +354,15 @@ def evaluate(args: list[str]) -> None:
         "gantool eval",
         "Score a trained generator (its EMA when the run kept one): moments, KS and W1 for the "
         "Gaussian; FLD, precision, recall and class coverage for MNIST, beside real images and "
-        "uniform noise. Prints a table and writes RUN_DIR/eval.json (see --out).",
+        "uniform noise; for vectors, Fréchet distance, per-feature KS and W1, precision and "
+        "recall beside real rows. Prints a table and writes RUN_DIR/eval.json (see --out).",
         "generated samples to score (default: trainer.num_eval_samples)",
     )
     parser.add_argument(
         "--data-root",
         help="MNIST: the folder holding MNIST/raw to score against (default: the run's "
-        "dataset.root, a relative one taken from the folder the run was started in)",
+        "dataset.root, a relative one taken from the folder the run was started in); vectors: "
+        "the folder holding the data file (default: where the run's dataset.path points)",
     )
     parser.add_argument(
         "--out",
@@ -451,48 +455,6 @@ def _version() -> str:
         import gantool
 
         return getattr(gantool, "__version__", "unknown")
-
-
-def _shell_completion(argv: list[str]) -> None:
-    """`gantool -sc ...`. On TAB the shell runs `gantool -sc query=SHELL` with the typed line in
-    COMP_LINE (and the cursor in COMP_POINT); it offers what this prints. The first word
-    completes to the commands; after `train`, and after `resume RUN_DIR`, Hydra completes the
-    overrides; after any other command nothing is printed, so bash offers file names. Never an
-    error text: it would land in the command line. install=SHELL and uninstall=SHELL are Hydra's.
-    """
-    query = next((arg for arg in argv[1:] if arg.startswith("query=")), None)
-    if query is None:
-        run_train(argv)
-        return
-    line = os.environ.get("COMP_LINE", "")
-    point = int(os.environ.get("COMP_POINT", len(line)))
-    typed = line[:point]
-    words = typed.split()
-    if not typed or typed[-1].isspace():
-        words.append("")  # a new word begins at the cursor
-    # words[0] is the app; words[-1] is the word being completed.
-    if len(words) <= 2:
-        word = words[-1]
-        choices = ["--help", "--version"] if word.startswith("-") else list(COMMANDS)
-        separator = "\n" if query == "query=fish" else " "
-        print(separator.join(c for c in choices if c.startswith(word)))
-        return
-    drop = {"train": 1, "resume": 2}.get(words[1], 0)  # the words before the overrides
-    if drop and len(words) > drop + 1:
-        _drop_subcommand_from_completion_line(drop)
-        with contextlib.suppress(GantoolError):  # an override Hydra cannot parse: no choices
-            run_train(argv)
-
-
-def _drop_subcommand_from_completion_line(num_words: int = 1) -> None:
-    """Hydra's completion reads COMP_LINE as the app name then overrides, so the words between
-    (`train`, or `resume RUN_DIR`) go, and the cursor in COMP_POINT moves back as far."""
-    line = os.environ.get("COMP_LINE", "")
-    point = int(os.environ.get("COMP_POINT", len(line)))
-    match = re.match(rf"(\s*\S+\s+)((?:\S+\s+){{{num_words}}})", line)
-    if match:
-        os.environ["COMP_LINE"] = match[1] + line[match.end() :]
-        os.environ["COMP_POINT"] = str(max(len(match[1]), point - len(match[2])))
 
 
 def _torchrun() -> tuple[int, int]:

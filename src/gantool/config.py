@@ -19,8 +19,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gantool.errors import ConfigError, describe_config_error
 
-ACTIVATIONS = ("elu", "leaky_relu", "relu", "tanh", "sigmoid")
-OUT_ACTIVATIONS = ("none", *ACTIVATIONS)
+# Pointwise activations, usable after G's last layer too; maxout (hidden layers only) takes the
+# largest of `pieces` linear units for each of its outputs.
+POINTWISE = ("elu", "leaky_relu", "relu", "tanh", "sigmoid")
+ACTIVATIONS = (*POINTWISE, "maxout")
+OUT_ACTIVATIONS = ("none", *POINTWISE)
 NOISES = ("uniform", "normal")
 D_FEATURES = ("samples", "moments")
 OPTIMIZERS = ("adam", "sgd")
@@ -41,6 +44,8 @@ HIGHER_IS_BETTER = frozenset(
         "eval/recall_real",
         "eval/precision_noise",
         "eval/recall_noise",
+        "eval/modes",  # Gaussian mixtures: components with at least one high-quality sample
+        "eval/high_quality_percent",
     }
 )
 
@@ -77,6 +82,9 @@ class GaussianConfig:
 
 @dataclass
 class MnistConfig:
+    """An image set in MNIST's IDX format under ROOT/<its folder>/raw (gantool.data.mnist):
+    MNIST itself, and the options below, which differ only in name."""
+
     name: str = "mnist"
     root: str = "data"
     split: str = "train"
@@ -99,7 +107,202 @@ class MnistConfig:
         return {}
 
 
-DATASET_SCHEMAS = {"gaussian": GaussianConfig, "mnist": MnistConfig}
+@dataclass
+class FashionMnistConfig(MnistConfig):
+    name: str = "fashion_mnist"  # ROOT/FashionMNIST/raw
+
+
+@dataclass
+class KmnistConfig(MnistConfig):
+    name: str = "kmnist"  # ROOT/KMNIST/raw
+
+
+@dataclass
+class MixtureConfig:
+    """A mixture of isotropic Gaussians in D dimensions (gantool.data.mixture): K centres of D
+    coordinates each, one std for every component or one per component, and weights. With
+    `num_samples` the training set is that many points drawn once and read in epochs;
+    without, an endless stream of fresh draws. `dataset=gaussian` is its 1-component 1-D case,
+    kept as a family of its own.
+
+    Its evaluation keys depend on D, so `eval_keys` and `endless` are properties here."""
+
+    name: str = "mixture"
+    # K lists of D numbers. Typed list[Any]: OmegaConf's list[list[float]] refuses whole
+    # numbers, like [[0, 0], [2, 2]]; check() makes sure they are numbers.
+    centres: list[Any] = field(default_factory=lambda: [[-3.0], [0.0], [3.0]])
+    std: Any = 0.25  # a number for every component, or a list of one per component
+    weights: list[float] | None = field(default_factory=lambda: [0.25, 0.5, 0.25])  # None: equal
+    num_samples: int | None = None  # a fixed training set of this many points; None: endless
+
+    # PacGAN's mode metrics, for any D; and for D = 1 the Gaussian's, against the mixture.
+    MODE_KEYS: ClassVar[tuple[str, ...]] = (
+        "eval/reverse_kl",
+        "eval/modes",
+        "eval/high_quality_percent",
+    )
+    ONE_D_KEYS: ClassVar[tuple[str, ...]] = GaussianConfig.eval_keys
+
+    @property
+    def eval_keys(self) -> tuple[str, ...]:
+        return self.MODE_KEYS + (self.ONE_D_KEYS if self.dim == 1 else ())
+
+    @property
+    def endless(self) -> bool:
+        return self.num_samples is None
+
+    @property
+    def dim(self) -> int:
+        return len(self.centres[0])
+
+    def stds(self) -> list[float]:
+        """One std per component."""
+        if isinstance(self.std, list | tuple):
+            return [float(s) for s in self.std]
+        return [float(self.std)] * len(self.centres)
+
+    def probabilities(self) -> list[float]:
+        """The weights, normalised to sum to 1 (equal when unset)."""
+        weights = self.weights or [1.0] * len(self.centres)
+        total = math.fsum(weights)
+        return [w / total for w in weights]
+
+    def check(self) -> None:
+        k = len(self.centres)
+        if k == 0:
+            raise ConfigError("dataset.centres=[]: give at least one centre, like [[0.0, 0.0]]")
+        for i, centre in enumerate(self.centres):
+            if not isinstance(centre, list | tuple):
+                raise ConfigError(
+                    f"dataset.centres[{i}]={centre!r}: each centre is a list of coordinates, "
+                    "like [[0.0, 0.0], [2.0, 2.0]]"
+                )
+            if len(centre) != len(self.centres[0]) or not centre:
+                raise ConfigError(
+                    f"dataset.centres[{i}]={centre}: every centre needs the same number (>= 1) "
+                    f"of coordinates as the first, {len(self.centres[0])}"
+                )
+            for j, value in enumerate(centre):
+                _number(f"dataset.centres[{i}][{j}]", value)
+                _finite(f"dataset.centres[{i}][{j}]", value)
+        numbers = self.std if isinstance(self.std, list | tuple) else [self.std]
+        if isinstance(self.std, list | tuple) and len(self.std) != k:
+            raise ConfigError(
+                f"dataset.std={self.std}: give one number, or one per component ({k})"
+            )
+        for i, value in enumerate(numbers):
+            key = f"dataset.std[{i}]" if isinstance(self.std, list | tuple) else "dataset.std"
+            _number(key, value, ", or a list of one per component")
+            _positive(key, value)
+        if self.weights is not None:
+            if len(self.weights) != k:
+                raise ConfigError(
+                    f"dataset.weights={self.weights}: give one per component ({k}), or null "
+                    "for equal weights"
+                )
+            for i, value in enumerate(self.weights):
+                _positive(f"dataset.weights[{i}]", value)
+        if self.num_samples is not None:
+            _at_least("dataset.num_samples", self.num_samples, 1)
+
+    def targets(self) -> dict[str, float]:
+        """Reverse KL 0; for D = 1 also the mixture's own moments, and 0 KS and W1. (Modes and
+        high quality are higher-is-better: see HIGHER_IS_BETTER.)"""
+        if self.dim > 1:
+            return {"eval/reverse_kl": 0.0}
+        weights, means = self.probabilities(), [c[0] for c in self.centres]
+        mean = math.fsum(w * m for w, m in zip(weights, means, strict=True))
+
+        def central(power: int) -> float:  # E[(X - mean)^power] of the mixture
+            total = 0.0
+            for w, m, s in zip(weights, means, self.stds(), strict=True):
+                d = m - mean
+                terms = {
+                    2: d**2 + s**2,
+                    3: d**3 + 3 * d * s**2,
+                    4: d**4 + 6 * d**2 * s**2 + 3 * s**4,
+                }
+                total += w * terms[power]
+            return total
+
+        variance = central(2)
+        return {
+            "eval/mean": mean,
+            "eval/std": math.sqrt(variance),
+            "eval/skewness": central(3) / variance**1.5,
+            "eval/excess_kurtosis": central(4) / variance**2 - 3.0,
+            "eval/ks": 0.0,
+            "eval/w1": 0.0,
+            "eval/reverse_kl": 0.0,
+        }
+
+
+@dataclass
+class VectorsConfig:
+    """The user's own vectors (gantool.data.vectors): N rows of F numbers in a .npy file, or
+    in a .csv file with or without a header line of names. A relative `path` starts in the
+    folder the run is started in. With `standardize`, G learns each feature as
+    (x - mean) / std, and its samples are turned back into the data's units.
+
+    `features`, `mean`, `std` and `digest` are the data's record: left empty, they are filled
+    in from the file when the config is checked at the start of a run (which reads and checks
+    the file), and checkpoints keep them. Samples and evaluations then come out in the data's
+    units without the file, and resume refuses a file whose numbers changed."""
+
+    name: str = "vectors"
+    path: str = MISSING
+    standardize: bool = True
+    features: list[str] = field(default_factory=list)  # recorded: one name per feature
+    mean: list[float] = field(default_factory=list)  # recorded: each feature's mean
+    std: list[float] = field(default_factory=list)  # recorded: each feature's std (population)
+    digest: str = ""  # recorded: a fingerprint of the numbers
+
+    # G's output activation must be linear: standardised values are unbounded.
+    g_out_activations: ClassVar[tuple[str, ...]] = ("none",)
+    eval_keys: ClassVar[tuple[str, ...]] = (
+        "eval/fd",
+        "eval/ks_mean",
+        "eval/ks_max",
+        "eval/w1_mean",
+        "eval/precision",
+        "eval/recall",
+    )
+    endless: ClassVar[bool] = False
+
+    def check(self) -> None:
+        """The path, and the record: read from the file when empty (a file that cannot be
+        trained on is one line), else checked to be whole (a checkpoint's config)."""
+        if not self.path.strip():
+            raise ConfigError("dataset.path is empty: name a .npy or .csv file of numbers")
+        if not (self.features or self.mean or self.std or self.digest):
+            from gantool.data.vectors import record
+
+            record(self)
+            return
+        num = len(self.features)
+        if not (num and len(self.mean) == num and len(self.std) == num and self.digest):
+            raise ConfigError(
+                "dataset.features, dataset.mean, dataset.std and dataset.digest are recorded "
+                f"from dataset.path when a run starts: leave them unset (got {num} features, "
+                f"{len(self.mean)} means, {len(self.std)} stds)"
+            )
+        for i, (mean, std) in enumerate(zip(self.mean, self.std, strict=True)):
+            _finite(f"dataset.mean[{i}]", mean)
+            _at_least(f"dataset.std[{i}]", std, 0.0)
+
+    def targets(self) -> dict[str, float]:
+        """None: its numbers are read beside the floor, real rows against real rows."""
+        return {}
+
+
+DATASET_SCHEMAS = {
+    "gaussian": GaussianConfig,
+    "mnist": MnistConfig,
+    "fashion_mnist": FashionMnistConfig,
+    "kmnist": KmnistConfig,
+    "mixture": MixtureConfig,
+    "vectors": VectorsConfig,
+}
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -108,10 +311,19 @@ class GeneratorConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     negative_slope: float = 0.2  # used by leaky_relu only
+    pieces: int = 2  # used by maxout only: linear units per output
     out_activation: str = "tanh"
+    bias: bool = True  # the hidden layers' Linear has a bias (the output layer always has one)
     batch_norm: bool = False
     batch_norm_momentum: float = 0.1  # PyTorch convention: weight of the new batch statistics
+    batch_norm_eps: float = 1e-5
+    # False: Linear -> activation -> BatchNorm (the Keras MLP GAN); True: Linear -> BatchNorm ->
+    # activation (DCGAN, PacGAN).
+    batch_norm_before_activation: bool = False
     dropout: float = 0.0
+    # > 0: every Linear weight is drawn from N(0, init_std²) and every bias is 0; 0: PyTorch's
+    # default initialisation.
+    init_std: float = 0.0
 
 
 @dataclass
@@ -119,9 +331,14 @@ class DiscriminatorConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "leaky_relu"
     negative_slope: float = 0.2
+    pieces: int = 2  # maxout only
+    bias: bool = True
     batch_norm: bool = False
     batch_norm_momentum: float = 0.1
+    batch_norm_eps: float = 1e-5
+    batch_norm_before_activation: bool = False
     dropout: float = 0.0
+    init_std: float = 0.0
     # "samples": D sees each sample; "moments": D sees the batch's mean, std, skewness and
     # excess kurtosis per feature, and gives one logit per batch (the 50-line experiment).
     features: str = "samples"
@@ -176,6 +393,10 @@ class TrainerConfig:
     # Keep an exponential moving average of G's weights (0 turns it off); sample images, the
     # end-of-run statistics and `gantool sample` then use it.
     ema_decay: float = 0.0
+    # Capture the whole step as one CUDA graph and replay it (gantool.graph): "auto" does so
+    # on a CUDA device when the setup allows it, true asks for it (and logs why not when it
+    # cannot), false never. Typed Any: a YAML true/false stays a bool, "auto" a string.
+    cuda_graph: Any = "auto"
 
 
 @dataclass
@@ -293,10 +514,15 @@ def validate(cfg: Config) -> None:
         for i, size in enumerate(net.hidden):
             _at_least(f"{key}.hidden[{i}]", size, 1)
         _choice(f"{key}.activation", net.activation, ACTIVATIONS)
+        _at_least(f"{key}.pieces", net.pieces, 1)
+        _positive(f"{key}.batch_norm_eps", net.batch_norm_eps)
+        _at_least(f"{key}.init_std", net.init_std, 0.0)
         _at_least(f"{key}.negative_slope", net.negative_slope, 0.0)
         _left_open_unit(f"{key}.batch_norm_momentum", net.batch_norm_momentum)
         _half_open_unit(f"{key}.dropout", net.dropout)
-    _choice("model.g.out_activation", m.g.out_activation, OUT_ACTIVATIONS)
+    # A dataset may allow fewer (the user's vectors: linear only).
+    allowed = getattr(ds, "g_out_activations", OUT_ACTIVATIONS)
+    _choice("model.g.out_activation", m.g.out_activation, allowed)
     _choice("model.d.features", m.d.features, D_FEATURES)
 
     for key, opt in (("optimizer.g", cfg.optimizer.g), ("optimizer.d", cfg.optimizer.d)):
@@ -332,6 +558,10 @@ def validate(cfg: Config) -> None:
     ):
         _at_least(f"trainer.{key}", getattr(t, key), 1)
     _half_open_unit("trainer.ema_decay", t.ema_decay)
+    if not (isinstance(t.cuda_graph, bool) or t.cuda_graph == "auto"):
+        raise ConfigError(
+            f"trainer.cuda_graph={t.cuda_graph!r} is not a choice: expected auto, true or false"
+        )
     _choice("trainer.objective", t.objective, ds.eval_keys)
     if not 0 <= t.seed < 2**32:  # numpy's seeds are 32-bit
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32)")
@@ -361,6 +591,12 @@ def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def _choice_message(key: str, value: Any, allowed: tuple[str, ...]) -> str:
     return f"{key}={value!r} is not a choice: expected one of {', '.join(allowed)}"
+
+
+def _number(key: str, value: Any, alternative: str = "") -> None:
+    """For the fields a schema cannot type (dataset.centres, dataset.std)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}={value!r}: must be a number{alternative}")
 
 
 def _finite(key: str, value: float) -> None:

@@ -28,7 +28,7 @@ stderr = Console(stderr=True)
 for _console in (console, stderr):
     _console.soft_wrap = not _console.is_terminal
 
-# How evaluation keys read in the tables.
+# How evaluation keys read in the tables; any other eval/* key reads as its name.
 LABELS = {
     "eval/mean": "mean",
     "eval/std": "std",
@@ -40,15 +40,26 @@ LABELS = {
     "eval/precision": "precision ↑",
     "eval/recall": "recall ↑",
     "eval/class_kl": "class KL from uniform ↓",
-    "eval/num_classes_covered": "digits with ≥ 5% of samples ↑",
+    "eval/num_classes_covered": "classes with ≥ 5% of samples ↑",
+    "eval/fd": "Fréchet distance ↓",
+    "eval/ks_mean": "KS, mean over features ↓",
+    "eval/ks_max": "KS, largest of the features ↓",
+    "eval/w1_mean": "W1 / std, mean over features ↓",
 }
-# MNIST: each generated-sample number beside the same number for real images and for noise.
+# A number beside the same number for real data and for noise, where the evaluation gives them.
 CALIBRATED = {
     "eval/fld": ("eval/fld_real_floor", "eval/fld_noise"),
     "eval/precision": ("eval/precision_real", "eval/precision_noise"),
     "eval/recall": ("eval/recall_real", "eval/recall_noise"),
-    "eval/class_kl": (None, None),
-    "eval/num_classes_covered": (None, None),
+    # the user's vectors: real rows against real rows, no noise point
+    "eval/fd": ("eval/fd_real_floor", None),
+    "eval/ks_mean": ("eval/ks_mean_real_floor", None),
+    "eval/ks_max": ("eval/ks_max_real_floor", None),
+    "eval/w1_mean": ("eval/w1_mean_real_floor", None),
+}
+# Keys that describe the evaluation rather than score the generator.
+NOT_SCORES = {"eval/num_samples", "eval/classifier_accuracy"} | {
+    key for pair in CALIBRATED.values() for key in pair
 }
 
 
@@ -205,39 +216,47 @@ def print_summary(summary: dict, targets: dict[str, float] | None = None) -> Non
 
 
 def print_eval(results: dict, targets: dict[str, float] | None = None) -> None:
-    """The evaluation table: against the targets (Gaussian), or beside real images and
-    uniform noise measured the same way (MNIST)."""
+    """The evaluation table: every scalar eval/* number, beside its target where the dataset
+    has one, and beside real data and uniform noise measured the same way where the
+    evaluation gives them; then the predicted classes' shares, if any."""
+    targets = targets or {}
     num = results["eval/num_samples"]
-    if "eval/fld" in results:
-        accuracy = results["eval/classifier_accuracy"]
-        table = Table(
-            title=f"Evaluation on {num:,} generated digits (LeNet features; its held-out "
-            f"accuracy {accuracy:.1%})",
-            title_justify="left",
-        )
-        for col in ("metric", "generated", "real images", "uniform noise"):
-            table.add_column(col, justify="left" if col == "metric" else "right")
-        for key, (real, noise) in CALIBRATED.items():
-            cells = [_number(results.get(k)) if k else "" for k in (key, real, noise)]
-            table.add_row(LABELS[key], *cells)
-        console.print(table)
-        shares = results["eval/class_histogram"]
-        console.print(
-            "Predicted digits: " + "  ".join(f"{d}: {p:.0%}" for d, p in enumerate(shares))
-        )
-        return
-    table = Table(title=f"Generated vs target on {num:,} samples", title_justify="left")
-    for col in ("statistic", "generated", "target", "difference"):
-        table.add_column(col, justify="left" if col == "statistic" else "right")
-    for key, label in LABELS.items():
-        if key in results:
-            want = (targets or {}).get(key)
-            diff = "" if want is None else f"{results[key] - want:+.4f}"
-            table.add_row(label, f"{results[key]:.4f}", _number(want), diff)
+    accuracy = results.get("eval/classifier_accuracy")
+    title = f"Evaluation on {num:,} generated samples"
+    if accuracy is not None:
+        title += f" (classifier features; its held-out accuracy {accuracy:.1%})"
+    keys = [
+        k
+        for k, v in results.items()
+        if k not in NOT_SCORES and isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    calibrated = any(k in CALIBRATED for k in keys)
+    aimed = any(k in targets for k in keys)
+    columns = ["metric", "generated"]
+    columns += ["real data", "uniform noise"] if calibrated else []
+    columns += ["target", "difference"] if aimed else []
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key in keys:
+        cells = [LABELS.get(key, key.removeprefix("eval/")), _number(results[key])]
+        if calibrated:
+            cells += [_number(results.get(k)) for k in CALIBRATED.get(key, (None, None))]
+        if aimed:
+            want = targets.get(key)
+            cells += [_number(want), "" if want is None else f"{results[key] - want:+.4f}"]
+        table.add_row(*cells)
     console.print(table)
+    shares = results.get("eval/class_histogram")
+    if shares:
+        names = results.get("eval/class_names") or [str(i) for i in range(len(shares))]
+        shown = "  ".join(f"{n}: {p:.0%}" for n, p in zip(names, shares, strict=False))
+        console.print(f"Predicted classes: {shown}", highlight=False)
 
 
 def _number(value: float | None) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value)
     return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"

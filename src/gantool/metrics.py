@@ -153,3 +153,35 @@ def class_coverage(
     kl = torch.xlogy(shares, shares * num_classes).sum().item()  # 0 log 0 = 0
     num_covered = int((shares >= min_share).sum().item())
     return shares.tolist(), kl, num_covered
+
+
+# --- two-sample comparisons per feature (the user's vectors) -----------------------------------
+
+
+def _empirical_cdfs(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of a (N, F) and b (M, F): the sorted union of both samples' values
+    (N + M, F), and the gap F_a - F_b between their empirical CDFs just after each value."""
+    a, b = a.double().sort(dim=0).values, b.double().sort(dim=0).values
+    union = torch.cat([a, b]).sort(dim=0).values  # (N + M, F)
+    gaps = []
+    for j in range(a.shape[1]):  # searchsorted works on rows: one feature at a time
+        at = union[:, j].contiguous()
+        cdf_a = torch.searchsorted(a[:, j].contiguous(), at, right=True).double() / len(a)
+        cdf_b = torch.searchsorted(b[:, j].contiguous(), at, right=True).double() / len(b)
+        gaps.append(cdf_a - cdf_b)
+    return union, torch.stack(gaps, dim=1)
+
+
+def ks_per_feature(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Two-sample Kolmogorov–Smirnov statistic of each column of a (N, F) against the same
+    column of b (M, F): the largest gap between their empirical CDFs. (F,), in [0, 1]."""
+    _, gap = _empirical_cdfs(a, b)
+    return gap.abs().max(dim=0).values
+
+
+def wasserstein1_per_feature(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Two-sample 1-Wasserstein distance of each column of a (N, F) and b (M, F), in the
+    columns' units: the area between their empirical CDFs, ∫ |F_a(x) - F_b(x)| dx. (F,)"""
+    union, gap = _empirical_cdfs(a, b)
+    widths = union[1:] - union[:-1]  # (N + M - 1, F): both CDFs are flat in between
+    return (gap[:-1].abs() * widths).sum(dim=0)

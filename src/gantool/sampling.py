@@ -9,6 +9,7 @@ that fails leaves no file and no folder behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import logging
 import os
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # What `--out` may end in for any dataset; each family accepts some of them.
 SAMPLE_FORMATS = (".png", ".pdf", ".svg", ".npy", ".pt", ".csv")
-SAMPLE_ACCEPTED = ".png, .npy, .pt; also .pdf, .svg, .csv for the Gaussian"
+SAMPLE_ACCEPTED = ".png, .npy, .pt; also .pdf, .svg, .csv for the Gaussian and vectors"
 # The most samples one command draws (`gantool eval --num` too); families may allow fewer.
 MAX_NUM = 10_000_000
 SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -53,15 +54,21 @@ def picture(samples: torch.Tensor, dataset, fmt: str, title: str = "") -> bytes:
 
 def raw_samples(samples: torch.Tensor, dataset, fmt: str) -> bytes:
     """The bytes of a .npy, .pt or .csv file of the samples as the family gives them, float32
-    (the Gaussian's values (N,), one a line under the header `x` in CSV; MNIST's images
-    (N, 28, 28) in [0, 1])."""
+    (the Gaussian's values (N,); the user's vectors (N, F) in the data's units; MNIST's images
+    (N, 28, 28) in [0, 1]). A CSV file has a header line of the family's column names, then
+    one sample a line."""
     import torch
 
     from gantool.data import family
 
-    data = family(dataset).values(samples.detach().float().cpu())
+    kind = family(dataset)
+    data = kind.values(samples.detach().float().cpu(), dataset)
     if fmt == ".csv":
-        return ("x\n" + "".join(f"{v:.9g}\n" for v in data.tolist())).encode()
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(kind.columns(dataset))
+        writer.writerows([f"{v:.9g}" for v in row] for row in data.reshape(len(data), -1).tolist())
+        return text.getvalue().encode()
     buffer = io.BytesIO()
     if fmt == ".npy":
         np.save(buffer, data.numpy())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from gantool import distributed, losses
+from gantool import distributed, graph, losses
 from gantool.checkpoint import Checkpointer
 from gantool.config import Config, ModelConfig, run_length, to_dict
 from gantool.console import ProgressBar
@@ -68,13 +68,22 @@ class StepSettings:
         )
 
 
-def train_step(gan: GAN, data, s: StepSettings, device: torch.device) -> torch.Tensor:
+def train_step(
+    gan: GAN, data, s: StepSettings, device: torch.device, graph_safe: bool = False
+) -> torch.Tensor:
     """One step: d_steps D updates, then g_steps G updates. Returns STAT_KEYS as a (6,) tensor.
 
     Nothing here reads a value back to the host, so the device never waits on Python.
+    `graph_safe` (gantool.graph): the form a CUDA graph can capture and replay. Gradients are
+    zeroed in place rather than freed, so every replay finds them at the same addresses, and
+    autocast keeps no cache of cast weights, as torch asks of graphed autocast. The numbers are
+    the same bit for bit, except under bf16: uncached, D's weights are cast once per use, so the
+    gradients of its two passes are summed in float32 rather than in bfloat16.
     """
     G, D = gan.generator, gan.discriminator
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=s.bf16)
+    autocast = torch.autocast(
+        device.type, torch.bfloat16, enabled=s.bf16, cache_enabled=not graph_safe
+    )
 
     # --- D: real labelled 1, fake labelled 0 ---
     for i in range(s.d_steps):
@@ -91,7 +100,7 @@ def train_step(gan: GAN, data, s: StepSettings, device: torch.device) -> torch.T
         d_loss = losses.d_loss(real_logits, fake_logits)
         if s.r1_gamma > 0:
             d_loss = d_loss + s.r1_gamma / 2 * losses.r1_penalty(real_logits, real)
-        gan.d_optimizer.zero_grad(set_to_none=True)
+        gan.d_optimizer.zero_grad(set_to_none=not graph_safe)
         d_loss.backward()
         gan.d_optimizer.step()
 
@@ -105,7 +114,7 @@ def train_step(gan: GAN, data, s: StepSettings, device: torch.device) -> torch.T
         with autocast:
             fake_logits_for_g = D(fake)  # no detach: G learns through D's judgement
         g_loss = losses.g_loss(fake_logits_for_g, s.g_loss)
-        gan.g_optimizer.zero_grad(set_to_none=True)
+        gan.g_optimizer.zero_grad(set_to_none=not graph_safe)
         g_loss.backward()
         gan.g_optimizer.step()
     D.requires_grad_(True)
@@ -204,6 +213,9 @@ class Run:
             log.info("CPU threads: %d (device.num_threads=%d)", threads, cfg.device.num_threads)
         distributed.seed_rank(t.seed)  # under torchrun, each process draws noise of its own
         self.settings = StepSettings.of(cfg, distributed.world_size())
+        # The whole step as one CUDA graph where trainer.cuda_graph asks for it and the setup
+        # allows it; None: today's eager step (always on CPU).
+        self.graph = graph.plan(cfg, self.gan, self.data, self.settings, device)
         # The same noise for every sample picture, so they can be compared across steps.
         fixed = torch.Generator(device).manual_seed(t.seed)
         self.fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed)
@@ -276,10 +288,13 @@ class Run:
 
     # --- the step and what it leaves -------------------------------------------------------------
     def train_step(self) -> None:
-        # Averaged over the processes: every rank logs the global batch's statistics.
-        stats = distributed.mean(train_step(self.gan, self.data, self.settings, self.device))
-        if self.gan.ema is not None:
-            self.gan.update_ema(self.cfg.trainer.ema_decay)
+        if self.graph is not None:  # one process: nothing to average
+            stats = self.graph.step()  # the EMA update included; overwritten by the next step
+        else:
+            # Averaged over the processes: every rank logs the global batch's statistics.
+            stats = distributed.mean(train_step(self.gan, self.data, self.settings, self.device))
+            if self.gan.ema is not None:
+                self.gan.update_ema(self.cfg.trainer.ema_decay)
         self.step += 1
         self.stats_sum += stats
         self.count += 1

@@ -16,7 +16,8 @@ uses: code calls `family(cfg.dataset)` and uses what the family class provides:
                              what `--out` may end in, and the most samples per format
     picture(samples, cfg, fmt, title) -> bytes
                              samples (N, data_dim) drawn as a picture file (".png", ...)
-    values(samples)          samples as a .npy/.pt/.csv file holds them
+    values(samples, cfg)     samples as a .npy/.pt/.csv file holds them (in the data's units)
+    columns(cfg)             families with .csv among raw_formats: the CSV header's names
     plots(rows, cfg, folder) end-of-run pictures beyond the loss curves (rows: metrics.jsonl)
     evaluate(cfg, generator, device, num, seed, recipe) -> dict
                              `eval/*` numbers of `num` samples (cfg: the whole Config;
@@ -28,9 +29,16 @@ uses: code calls `family(cfg.dataset)` and uses what the family class provides:
 
 from __future__ import annotations
 
-from gantool.data import gaussian, mnist
+from gantool.data import gaussian, mixture, mnist, vectors
 
-FAMILIES = {"gaussian": gaussian.Gaussian, "mnist": mnist.Mnist}
+FAMILIES = {
+    "gaussian": gaussian.Gaussian,
+    "mnist": mnist.Mnist,
+    "fashion_mnist": mnist.FashionMnist,
+    "kmnist": mnist.Kmnist,
+    "mixture": mixture.Mixture,
+    "vectors": vectors.Vectors,
+}
 
 
 def family(cfg):

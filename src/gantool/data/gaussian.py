@@ -66,9 +66,14 @@ class Gaussian:
         return gaussian_histogram(values, cfg.mean, cfg.std, title, fmt.lstrip("."))
 
     @staticmethod
-    def values(samples: torch.Tensor) -> torch.Tensor:
+    def values(samples: torch.Tensor, cfg: GaussianConfig) -> torch.Tensor:
         """The samples (N, 1) as a file holds them: (N,)."""
         return samples[:, 0]
+
+    @staticmethod
+    def columns(cfg: GaussianConfig) -> list[str]:
+        """A CSV file's header."""
+        return ["x"]
 
     @staticmethod
     def plots(rows: list[dict], cfg: GaussianConfig, folder: Path) -> None:

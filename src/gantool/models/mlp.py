@@ -1,7 +1,9 @@
 """MLP generator and discriminator: plain nn.Modules built from their config.
 
 Each hidden block is Linear -> activation -> [BatchNorm] -> [Dropout], the order of the Keras
-MLP GAN that the `keras_mnist` preset reproduces.
+MLP GAN that the `keras_mnist` preset reproduces, or with `batch_norm_before_activation`
+Linear -> BatchNorm -> activation -> [Dropout], PacGAN's. A maxout block's Linear has
+`pieces` units for each output, and the activation keeps the largest of each group.
 """
 
 from __future__ import annotations
@@ -20,16 +22,47 @@ def activation(name: str, negative_slope: float = 0.2) -> nn.Module:
     return table[name]()
 
 
+class Maxout(nn.Module):
+    """(B, width * pieces) -> (B, width): the largest of each run of `pieces` consecutive units,
+    as blocks' LinearMaxout (and PacGAN's D) groups them."""
+
+    def __init__(self, pieces: int):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, width, pieces) -> (B, width); max's backward is cheaper than amax's here
+        return x.unflatten(-1, (-1, self.pieces)).max(dim=-1).values
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
 def mlp(in_dim: int, out_dim: int, cfg: GeneratorConfig | DiscriminatorConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
+    maxout = cfg.activation == "maxout"
     for width in cfg.hidden:
-        layers += [nn.Linear(in_dim, width), activation(cfg.activation, cfg.negative_slope)]
-        if cfg.batch_norm:
-            layers.append(nn.BatchNorm1d(width, momentum=cfg.batch_norm_momentum))
+        units = width * cfg.pieces if maxout else width  # what the Linear puts out
+        linear = nn.Linear(in_dim, units, bias=cfg.bias)
+        act = Maxout(cfg.pieces) if maxout else activation(cfg.activation, cfg.negative_slope)
+        if not cfg.batch_norm:
+            layers += [linear, act]
+        elif cfg.batch_norm_before_activation:
+            norm = nn.BatchNorm1d(units, eps=cfg.batch_norm_eps, momentum=cfg.batch_norm_momentum)
+            layers += [linear, norm, act]
+        else:
+            norm = nn.BatchNorm1d(width, eps=cfg.batch_norm_eps, momentum=cfg.batch_norm_momentum)
+            layers += [linear, act, norm]
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
+    if cfg.init_std > 0:  # N(0, init_std²) weights and zero biases, for every Linear
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0.0, cfg.init_std)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
