@@ -7,7 +7,9 @@ Measured in one run, on the device `auto` would pick (or the one asked for):
 - the textbook baseline (per-image PIL -> ToTensor -> Normalize DataLoader, fresh noise for the
   G step, the same model and batch) and gantool's speed-up over it;
 - Gaussian time-to-quality: whole `gantool train` processes, one per seed;
-- start-up: `gantool --help`, and `gantool train` up to its first step.
+- start-up: `gantool --help`, and `gantool train` up to its first step;
+- on request, fidelity: the 50-line experiment as written (reference.py) against
+  `experiment=seed_gaussian`, with and without reuse_fake, on the same seeds, on CPU.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from gantool.data import build_data
 from gantool.data.mnist import file_names, raw_folder, split_present, write_idx
 from gantool.device import resolve_device
 from gantool.errors import GantoolError
+from gantool.gan import GAN
 from gantool.models import Discriminator, Generator
 from gantool.outputs import write_json
-from gantool.trainer import GAN, train_step
+from gantool.reference import TARGET_MEAN, TARGET_STD, VARIANTS, fidelity
+from gantool.trainer import StepSettings, train_step
 
 ROUNDS = 3  # timed rounds per throughput figure; the best one counts
 # The Gaussian quality bar: |Δmean| and |Δstd| at most 0.05, and KS at most 0.05.
@@ -51,6 +55,8 @@ class BenchOptions:
     batch_sizes: tuple[int, ...] = (100, 512)
     gaussian_seeds: int = 5  # whole `gantool train` processes; 0 skips them
     startup: bool = True
+    fidelity_seeds: int = 0  # seeds of the 50-line fidelity check; 0 skips it
+    fidelity_iterations: int = 5000
 
 
 # --- FLOPs ----------------------------------------------------------------------------------
@@ -176,8 +182,8 @@ def gantool_loop(cfg: Config, device: torch.device) -> tuple[Callable[[], object
     """gantool's training step for this config, and its matmul FLOPs."""
     torch.manual_seed(0)
     data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, device)
-    gan = GAN.build(cfg, data.data_dim, device)
-    return lambda: train_step(gan, data, cfg, device), step_flops(cfg, gan)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, device)
+    return lambda: train_step(gan, data, StepSettings.of(cfg), device), step_flops(cfg, gan)
 
 
 def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
@@ -301,6 +307,10 @@ def startup_times(device: str, folder: Path) -> dict:
 def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict:
     """Measure everything, write OUT/bench.json, and return what it holds."""
     device = resolve_device(opts.device)
+    if opts.fidelity_seeds > 0 and (opts.out / "fidelity").exists():  # refused before any write
+        raise GantoolError(
+            f"{opts.out / 'fidelity'} holds an earlier fidelity check: choose another --out"
+        )
     opts.out.mkdir(parents=True, exist_ok=True)
     scratch = opts.out / "random_mnist"
     root, data_note = mnist_root(opts.mnist_root, scratch)
@@ -366,6 +376,11 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
         write_json(opts.out / "bench.json", results)
     if opts.startup:
         results["startup"] = startup_times(opts.device, opts.out)
+        write_json(opts.out / "bench.json", results)
+    if opts.fidelity_seeds > 0:  # on CPU with one thread, whatever the device: see reference.py
+        results["fidelity"] = fidelity(
+            opts.fidelity_seeds, opts.out / "fidelity", opts.fidelity_iterations, report
+        )
         write_json(opts.out / "bench.json", results)
     return results
 
@@ -436,3 +451,37 @@ def print_bench(results: dict) -> None:
             f"Start-up: `gantool --help` {s['help_seconds']:.2f} s; `gantool train` to its "
             f"first step {s['train_to_first_step_seconds']:.2f} s"
         )
+    if "fidelity" in results:
+        print_fidelity(results["fidelity"])
+
+
+def print_fidelity(fid: dict) -> None:
+    """The fidelity table: each seed's final mean and std per variant, and the counts."""
+    from rich.table import Table
+
+    from gantool.console import console
+
+    near = fid["near_rule"]
+    table = Table(
+        title=f'Fidelity to "GAN in 50 lines", {fid["iterations"]:,} iterations, CPU, one '
+        f"thread: final mean and std; near = |mean - {TARGET_MEAN}| ≤ {near['mean']} and "
+        f"|std - {TARGET_STD}| ≤ {near['std']}",
+        title_justify="left",
+        caption="original: the algorithm as written (gantool.reference.gan50); preset: "
+        "experiment=seed_gaussian; preset_reuse_fake: the same with trainer.reuse_fake=true.",
+        caption_justify="left",
+    )
+    table.add_column("seed", justify="right")
+    for variant in VARIANTS:
+        table.add_column(variant, justify="right")
+    runs, num = fid["runs"], fid["num_seeds"]
+    for i in range(num):
+        cells = [str(runs[VARIANTS[0]][i]["seed"])]
+        for variant in VARIANTS:
+            r = runs[variant][i]
+            verdict = "near" if r["near"] else "[red]diverged[/]"
+            cells.append(f"{r['mean']:.2f} {r['std']:.2f} {verdict}")
+        table.add_row(*cells)
+    counts = fid["near_counts"]
+    table.add_row("near", *(f"{counts[v]} of {num}" for v in VARIANTS))
+    console.print(table)
