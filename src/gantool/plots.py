@@ -238,15 +238,16 @@ def mixture_histogram(
         densities, _ = np.histogram(finite, bins=HISTOGRAM_BINS, range=(lo, hi), density=True)
         highest = float(densities.max())
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(
-        finite,
-        bins=HISTOGRAM_BINS,
-        range=(lo, hi),
-        density=True,
-        alpha=0.6,
-        histtype="stepfilled",
-        label="generated",
-    )
+    if finite.size:  # a density of nothing would divide by zero
+        ax.hist(
+            finite,
+            bins=HISTOGRAM_BINS,
+            range=(lo, hi),
+            density=True,
+            alpha=0.6,
+            histtype="stepfilled",
+            label="generated",
+        )
     ax.plot(x, pdf, "k-", lw=1.5, label=f"target: {len(means)} components")
     ax.set_xlim(lo, hi)
     ax.set_ylim(0, _doubled(TARGET_HEADROOM * float(pdf.max()), highest))
@@ -288,7 +289,10 @@ def mixture_scatter(samples: np.ndarray, centres, stds, title: str = "", fmt: st
     extent = (mx - half, mx + half, my - half, my + half)
     finite = xy[np.isfinite(xy).all(axis=1)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.4))
-    left.scatter(finite[:, 0], finite[:, 1], s=6, c="black", alpha=0.3, marker=".", linewidths=0)
+    # The samples over the centres' markers, so that a mode's mass is not hidden under them.
+    left.scatter(
+        finite[:, 0], finite[:, 1], s=6, c="black", alpha=0.3, marker=".", linewidths=0, zorder=3
+    )
     counts, _, _ = np.histogram2d(
         finite[:, 0],
         finite[:, 1],
@@ -305,10 +309,10 @@ def mixture_scatter(samples: np.ndarray, centres, stds, title: str = "", fmt: st
         interpolation="nearest",
     )
     fig.colorbar(image, ax=right, fraction=0.046, pad=0.04, label="samples per bin")
+    left.plot(c[:, 0], c[:, 1], "r+", ms=5, mew=0.8)
     for ax in (left, right):
         for (x, y), s in zip(c, stds, strict=True):
-            ax.add_patch(Circle((x, y), 3 * s, fill=False, ec="red", lw=0.8))
-        ax.plot(c[:, 0], c[:, 1], "r+", ms=5, mew=0.8)
+            ax.add_patch(Circle((x, y), 3 * s, fill=False, ec="red", lw=0.6))
         ax.set_xlim(extent[:2])
         ax.set_ylim(extent[2:])
         ax.set_aspect("equal")
@@ -317,7 +321,7 @@ def mixture_scatter(samples: np.ndarray, centres, stds, title: str = "", fmt: st
     dims = np.asarray(samples).shape[1]
     first_two = f" (the first 2 of {dims} coordinates)" if dims > 2 else ""
     left.set_title(f"{len(finite):,} samples{first_two}; red: centres, 3-std circles", fontsize=9)
-    right.set_title("density of the samples (log scale)", fontsize=9)
+    right.set_title("density of the samples (log scale); red: 3-std circles", fontsize=9)
     fig.suptitle(title, fontsize=11)
     return _render(fig, fmt)
 
