@@ -110,7 +110,7 @@ def test_real_mnist_test_split_trains(tmp_path: Path) -> None:
     assert len(rows) == 3 and all(r["train/d_loss"] > 0 for r in rows)
     # 30 Adam steps move G's output from noise toward the dark background of real digits.
     assert rows[-1]["train/fake_mean"] < rows[0]["train/fake_mean"]
-    assert Image.open(summary["samples"]).size == (484, 520)  # 8x8 digits, 2x, titled
+    assert Image.open(summary["samples"]).size == (604, 640)  # the preset's 10x10 digits, 2x
 
 
 RESUME_CASES = {
