@@ -57,7 +57,7 @@ def test_mnist_stream_scales_to_minus_one_one_and_covers_each_epoch(tiny_mnist: 
     assert epoch.shape == (64, 784)
     assert epoch.min() >= -1 and epoch.max() <= 1 and epoch.max() == 1
     # one epoch visits every image exactly once
-    assert torch.equal(torch.unique(epoch, dim=0), torch.unique(stream.images, dim=0))
+    assert torch.equal(torch.unique(epoch, dim=0), torch.unique(stream.rows, dim=0))
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "mnist"])

@@ -224,7 +224,7 @@ def test_a_finite_set_is_read_in_epochs() -> None:
     saved = data.state_dict()
     assert (saved["epoch"], saved["position"]) == (0, 200)
     after = [data.next_batch() for _ in range(3)]  # epochs 1 and 2, each reshuffled
-    assert data.epoch == 2
+    assert data.epochs.epoch == 2
     again = build_data(cfg, 100, 0, CPU)
     again.load_state_dict(saved)
     assert all(

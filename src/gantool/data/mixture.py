@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gantool.config import Config, MixtureConfig
+from gantool.data.epochs import Epochs
 from gantool.errors import GantoolError
 
 HIGH_QUALITY_STDS = 3.0  # PacGAN's dis_thre: within 3 stds of the nearest centre
@@ -39,6 +40,7 @@ class MixtureStream:
         # Its own generator, so the data does not depend on how much noise G has drawn.
         self.generator = torch.Generator().manual_seed(seed)
         self.points: torch.Tensor | None = None
+        self.epochs: Epochs | None = None  # the fixed set's reader, with num_samples
         self.batches_per_epoch: int | None = None  # None: endless
         if cfg.num_samples is not None:
             if cfg.num_samples < batch_size:
@@ -47,9 +49,8 @@ class MixtureStream:
                     f"(dataset.num_samples={cfg.num_samples})"
                 )
             self.points = self.draw(cfg.num_samples).to(device)  # (N, D), drawn once
-            self.batches_per_epoch = cfg.num_samples // batch_size
-            self.epoch, self.position = 0, 0
-            self.order = self._shuffle()
+            self.epochs = Epochs(self.points, batch_size, self.generator)
+            self.batches_per_epoch = self.epochs.batches_per_epoch
 
     def draw(self, num: int) -> torch.Tensor:
         """`num` fresh samples (num, D): a component by weight, then its Gaussian. One component
@@ -63,31 +64,22 @@ class MixtureStream:
         noise = torch.randn(noise_shape, generator=self.generator)  # (num, D)
         return self.centres[k] + noise * self.stds[k, None]
 
-    def _shuffle(self) -> torch.Tensor:
-        return torch.randperm(len(self.points), generator=self.generator).to(self.device)
-
     def next_batch(self) -> torch.Tensor:
-        if self.points is None:
+        if self.epochs is None:
             return self.draw(self.batch_size).to(self.device)  # (B, D)
-        if self.position + self.batch_size > len(self.order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self.order = self._shuffle()
-        idx = self.order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return self.points.index_select(0, idx)  # (B, D)
+        return self.epochs.next_batch()  # (B, D)
 
     def state_dict(self) -> dict:
         # The fixed set itself is not saved: the seed draws it again, identically.
-        state = {"generator": self.generator.get_state()}
-        if self.points is not None:
-            state |= {"epoch": self.epoch, "position": self.position, "order": self.order.cpu()}
-        return state
+        if self.epochs is None:
+            return {"generator": self.generator.get_state()}
+        return self.epochs.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        if self.points is not None:
-            self.epoch, self.position = state["epoch"], state["position"]
-            self.order = state["order"].to(self.device)
+        if self.epochs is None:
+            self.generator.set_state(state["generator"])
+        else:
+            self.epochs.load_state_dict(state)
 
 
 # --- metrics --------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gantool.config import DATASET_SCHEMAS, Config, MnistConfig
+from gantool.data.epochs import Epochs
 from gantool.errors import GantoolError
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _download(cfg: MnistConfig) -> None:
         log.warning("%s download failed: %s", kind.label, str(e).splitlines()[0] if str(e) else e)
 
 
-class MnistStream:
+class MnistStream(Epochs):
     """Batches of flattened images (B, 784) in [-1, 1], reshuffled every epoch."""
 
     data_dim = 28 * 28
@@ -158,37 +159,9 @@ class MnistStream:
                 f"trainer.batch_size={batch_size} is larger than the {image_set(cfg.name).label} "
                 f"{cfg.split} split ({len(images)} images)"
             )
-        self.images = to_model_range(images).to(device)
-        self.batch_size = batch_size
-        self.batches_per_epoch = len(images) // batch_size  # the last partial batch is dropped
         # The shuffle has its own generator, so data order survives resume exactly.
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch, self.position = 0, 0
-        self.order = self._shuffle()
-
-    def _shuffle(self) -> torch.Tensor:
-        return torch.randperm(len(self.images), generator=self.generator).to(self.images.device)
-
-    def next_batch(self) -> torch.Tensor:
-        if self.position + self.batch_size > len(self.order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self.order = self._shuffle()
-        idx = self.order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return self.images.index_select(0, idx)  # (B, 784)
-
-    def state_dict(self) -> dict:
-        return {
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "position": self.position,
-            "order": self.order.cpu(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch, self.position = state["epoch"], state["position"]
-        self.order = state["order"].to(self.images.device)
+        shuffle = torch.Generator().manual_seed(seed)
+        super().__init__(to_model_range(images).to(device), batch_size, shuffle)  # (N, 784)
 
 
 PR_MAX_SAMPLES = 10_000  # precision and recall use at most this many points of each set

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from gantool.config import Config, VectorsConfig
+from gantool.data.epochs import Epochs
 from gantool.errors import ConfigError, GantoolError
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ def load(cfg: VectorsConfig) -> Table:
 
 
 # --- the stream -----------------------------------------------------------------------------------
-class VectorsStream:
+class VectorsStream(Epochs):
     """Batches of rows (B, F) in the model's space, reshuffled every epoch: the whole data on
     the training device, each epoch a permutation drawn from the run's own generator."""
 
@@ -272,38 +273,10 @@ class VectorsStream:
             )
         # np.array copies: the cached data is read-only, and torch wants writable memory.
         rows = np.array(to_model(table.data, cfg), dtype=np.float32)
-        self.rows = torch.from_numpy(rows).to(device)  # (N, F)
-        self.data_dim = self.rows.shape[1]
-        self.batch_size = batch_size
-        self.batches_per_epoch = num_rows // batch_size  # the last partial batch is dropped
         # The shuffle has its own generator, so the data order survives resume exactly.
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch, self.position = 0, 0
-        self.order = self._shuffle()
-
-    def _shuffle(self) -> torch.Tensor:
-        return torch.randperm(len(self.rows), generator=self.generator).to(self.rows.device)
-
-    def next_batch(self) -> torch.Tensor:
-        if self.position + self.batch_size > len(self.order):
-            self.epoch, self.position = self.epoch + 1, 0
-            self.order = self._shuffle()
-        idx = self.order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return self.rows.index_select(0, idx)  # (B, F)
-
-    def state_dict(self) -> dict:
-        return {
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "position": self.position,
-            "order": self.order.cpu(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.epoch, self.position = state["epoch"], state["position"]
-        self.order = state["order"].to(self.rows.device)
+        shuffle = torch.Generator().manual_seed(seed)
+        super().__init__(torch.from_numpy(rows).to(device), batch_size, shuffle)  # (N, F)
+        self.data_dim = self.rows.shape[1]
 
 
 # --- evaluation -----------------------------------------------------------------------------------
