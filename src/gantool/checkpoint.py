@@ -129,21 +129,20 @@ def _reason(error: Exception) -> str:
     return f"damaged or not a checkpoint file ({type(error).__name__}: {sentence})"
 
 
-def load_latest(run_dir: Path, set_aside: bool = True) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, or None if the run has none.
+Broken = list[tuple[Path, GantoolError]]  # checkpoint files that did not load, and why
 
-    A newer one that fails to load (truncated, corrupt, not gantool's) is renamed to
-    ``*.pt.corrupt`` with a warning, so it is kept for inspection but never picked again;
-    with set_aside=False (checks that must write nothing) it is only skipped.
-    """
+
+def newest_loadable(run_dir: Path) -> tuple[Path, dict, Broken] | None:
+    """The newest checkpoint of a run that loads, with the newer files that did not (newest
+    first), or None if the run has no checkpoint. Reads only; a run whose every checkpoint
+    fails to load is a GantoolError."""
     found = list_checkpoints(run_dir)
+    broken: Broken = []
     for path in reversed(found):
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path), broken
         except GantoolError as e:
-            if set_aside:
-                log.warning("%s; falling back to the previous checkpoint", e)
-                path.rename(path.with_name(path.name + ".corrupt"))
+            broken.append((path, e))
     if found:
         raise GantoolError(f"no loadable checkpoint in {checkpoint_dir(run_dir)}")
     return None
@@ -231,7 +230,7 @@ class Checkpointer:
         self.run_dir = folder.path
         self.keep = keep
         self.writes = writes
-        self.broken: list[tuple[Path, GantoolError]] = []
+        self.broken: Broken = []
 
     def latest(self) -> Path | None:
         return latest_checkpoint(self.run_dir)
@@ -240,19 +239,12 @@ class Checkpointer:
         """The newest checkpoint that loads and that `cfg` may resume, or None if there is
         none at all. Reads only: the files that did not load are remembered for
         set_aside_broken, which runs once every check has passed."""
-        found = list_checkpoints(self.run_dir)
-        self.broken = []
-        for path in reversed(found):
-            try:
-                state = load_checkpoint(path)
-            except GantoolError as e:
-                self.broken.append((path, e))
-                continue
-            check_resumable(state["config"], to_dict(cfg), path)
-            return path, state
-        if found:
-            raise GantoolError(f"no loadable checkpoint in {checkpoint_dir(self.run_dir)}")
-        return None
+        found = newest_loadable(self.run_dir)
+        if found is None:
+            return None
+        path, state, self.broken = found
+        check_resumable(state["config"], to_dict(cfg), path)
+        return path, state
 
     def set_aside_broken(self) -> None:
         """Rename the newer files that did not load to *.pt.corrupt, kept for inspection but

@@ -9,6 +9,8 @@ that can refuse runs here, reading only, before Hydra makes the run folder or wr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gantool.errors import ConfigError, GantoolError, NothingToDo
 from gantool.run_folder import RunFolder
 
@@ -80,8 +82,8 @@ def plan_resume(folder: RunFolder, new: list[str], check_lock: bool = True) -> l
     Raises GantoolError (ConfigError for bad overrides) or NothingToDo; writes nothing.
     `check_lock` is off for the other processes of a torchrun job, whose rank 0 holds it.
     """
-    from gantool.checkpoint import check_resumable, checkpoint_dir, list_checkpoints, load_latest
-    from gantool.config import load_config, run_length, to_dict
+    from gantool.checkpoint import Checkpointer, checkpoint_dir, list_checkpoints
+    from gantool.config import load_config, run_length
 
     saved = folder.read_overrides()
     if check_lock:
@@ -91,21 +93,21 @@ def plan_resume(folder: RunFolder, new: list[str], check_lock: bool = True) -> l
     overrides = merge_overrides(saved, new)
     cfg = load_config(task_overrides(overrides))
     check_device(cfg)
-    latest = load_latest(folder.path, set_aside=False)
-    if latest is None:
-        raise GantoolError(f"no loadable checkpoint in {checkpoint_dir(folder.path)}")
-    path, state = latest
-    check_resumable(state["config"], to_dict(cfg), path)
     t = cfg.trainer
+    _, state = Checkpointer(folder, t.keep_checkpoints, writes=False).newest(cfg)
     batches_per_epoch = None
     if t.steps is None:  # a finite dataset: its size is the length of the saved epoch order
         batches_per_epoch = len(state["data"]["order"]) // t.batch_size
-    if state["step"] >= run_length(t, batches_per_epoch):
-        length = f"trainer.steps={t.steps}" if t.steps is not None else f"trainer.epochs={t.epochs}"
-        raise NothingToDo(
-            f"{folder.path} is already at step {state['step']} ({length}): nothing to do"
-        )
+    check_not_done(folder.path, state["step"], run_length(t, batches_per_epoch), t)
     return overrides
+
+
+def check_not_done(run_dir: Path, step: int, total_steps: int, t) -> None:
+    """A run already at or past its length (`t`: its TrainerConfig) has nothing left to do:
+    NothingToDo (exit 0)."""
+    if step >= total_steps:
+        length = f"trainer.steps={t.steps}" if t.steps is not None else f"trainer.epochs={t.epochs}"
+        raise NothingToDo(f"{run_dir} is already at step {step} ({length}): nothing to do")
 
 
 def task_overrides(overrides: list[str]) -> list[str]:

@@ -137,7 +137,7 @@ def load_generator(path: str | Path, device_name: str) -> Trained:
     Reads only: a damaged newer checkpoint in a run folder is skipped with a warning, not
     renamed as resume renames it.
     """
-    from gantool.checkpoint import latest_checkpoint, load_checkpoint, load_latest
+    from gantool.checkpoint import load_checkpoint, newest_loadable
     from gantool.checkpoint import resolve_checkpoint as locate
     from gantool.config import to_config
     from gantool.data import data_dim
@@ -148,13 +148,9 @@ def load_generator(path: str | Path, device_name: str) -> Trained:
     path = Path(path)
     ckpt = locate(path)
     if path.is_dir():
-        ckpt, state = load_latest(path, set_aside=False)
-        newest = latest_checkpoint(path)
-        if ckpt != newest:  # say why the newest was passed over
-            try:
-                load_checkpoint(newest)
-            except GantoolError as e:
-                log.warning("warning: %s; using %s", e, ckpt.name)
+        ckpt, state, broken = newest_loadable(path)
+        if broken:  # say why the newest was passed over
+            log.warning("warning: %s; using %s", broken[0][1], ckpt.name)
     else:
         state = load_checkpoint(ckpt)
     try:

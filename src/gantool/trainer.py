@@ -20,9 +20,10 @@ from gantool.config import Config, ModelConfig, run_length, to_dict
 from gantool.console import ProgressBar
 from gantool.data import family
 from gantool.device import resolve_device
-from gantool.errors import GantoolError, Interrupted, NothingToDo, first_line
+from gantool.errors import GantoolError, Interrupted, first_line
 from gantool.gan import GAN
 from gantool.models import generate, sample_latent
+from gantool.preflight import check_not_done
 from gantool.rng import rng_state, seed_everything
 from gantool.run_folder import RunFolder
 from gantool.signals import StopRequest
@@ -259,12 +260,8 @@ class Run:
         t = self.cfg.trainer
         # Rank 0 reads and checks (the same model?); the others get a copy.
         newest = distributed.from_main(lambda: self.checkpoints.newest(self.cfg))
-        if newest is not None and newest[1]["step"] >= self.total_steps:
-            length = f"trainer.steps={t.steps}" if t.steps is not None else f"epochs={t.epochs}"
-            raise NothingToDo(
-                f"{self.folder.path} is already at step {newest[1]['step']} ({length}): "
-                "nothing to do"
-            )
+        if newest is not None:
+            check_not_done(self.folder.path, newest[1]["step"], self.total_steps, t)
         if self.main:
             self.checkpoints.set_aside_broken()
         if newest is not None:
