@@ -15,6 +15,7 @@ import gantool.config
 import gantool.trainer
 from conftest import compose_config
 from gantool.bench import BenchOptions, print_fidelity, run_bench
+from gantool.checkpoint import flatten
 from gantool.config import (
     ACTIVATIONS,
     D_FEATURES,
@@ -143,16 +144,6 @@ HOUSE_KEYS = {
     "trainer.objective",
     "trainer.cuda_graph",  # how the step runs on CUDA, not what it computes
 }
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def unused_keys(flat: dict) -> set[str]:

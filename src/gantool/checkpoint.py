@@ -196,7 +196,7 @@ def check_resumable(saved: dict, now: dict, path: Path) -> None:
     Lengths, intervals, learning rates and the like may change; they only steer what follows.
     A different optimizer (adam -> sgd) could not take over the saved optimizer state.
     """
-    before, after = _flatten(saved), _flatten(now)
+    before, after = flatten(saved), flatten(now)
     keys = sorted(
         k
         for k in before.keys() | after.keys()
@@ -209,11 +209,12 @@ def check_resumable(saved: dict, now: dict, path: Path) -> None:
         raise GantoolError(f"cannot resume from {path}: these settings differ: {changes}")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"a.b.c": value}."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

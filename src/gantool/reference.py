@@ -124,6 +124,11 @@ def _gan50(
     with torch.no_grad():
         samples = G(z).double()  # (10000, 1)
     mean, std = samples.mean().item(), samples.std(correction=0).item()
+    return outcome(seed, iterations, mean, std, started)
+
+
+def outcome(seed: int, iterations: int, mean: float, std: float, started: float) -> dict:
+    """One run's record: its final moments, whether they are near the target, its time."""
     return {
         "seed": seed,
         "iterations": iterations,
@@ -167,15 +172,7 @@ def gantool_preset(seed: int, run_dir: Path, iterations: int = 5000, *extra: str
         if "diverged" not in str(e):
             raise
         mean = std = math.nan
-    return {
-        "seed": seed,
-        "iterations": iterations,
-        "mean": mean,
-        "std": std,
-        "near": is_near(mean, std),
-        "seconds": time.perf_counter() - started,
-        "run_dir": str(run_dir),
-    }
+    return {**outcome(seed, iterations, mean, std, started), "run_dir": str(run_dir)}
 
 
 def run_variant(variant: str, seed: int, folder: Path, iterations: int = 5000) -> dict:
