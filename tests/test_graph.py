@@ -19,7 +19,7 @@ import torch
 from conftest import CUDA, FAST, compose_config, equal_state, mnist_overrides
 from gantool import graph
 from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.data import build_data
+from gantool.data import build_data, training_stream
 from gantool.errors import ConfigError
 from gantool.gan import GAN
 from gantool.optim import IMPLEMENTATION_KEYS, build_optimizer
@@ -49,6 +49,18 @@ CASES = {
         "trainer.ema_decay=0.5",
     ],
     "mnist with dropout and SGD": ["MNIST", "model.d.dropout=0.3", "optimizer=sgd"],
+    "hinge loss, spectral norm": ["loss=hinge", "model.d.spectral_norm=true"],
+    "wgan_gp, 2 critic steps, packs of 2": [
+        "loss=wgan_gp",
+        "trainer.d_steps=2",
+        "model.d.pack=2",
+    ],
+    "conditional cgan_mnist (lsgan, G first, dropout)": [
+        "MNIST",
+        "experiment=cgan_mnist",
+        "trainer.epochs=null",
+        "trainer.batch_size=16",
+    ],
 }
 
 
@@ -63,7 +75,7 @@ def fresh(args: list[str], device: torch.device = CPU):
     """A seeded start: the config, the GAN and its data stream."""
     cfg = compose_config(args)
     seed_everything(cfg.trainer.seed)
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, cfg.trainer.seed, device)
+    data = training_stream(cfg, device)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, device)
     return cfg, gan, data
 
@@ -171,7 +183,7 @@ TRAIN_CASES = [
 @pytest.fixture
 def graph_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let the trainer choose the graph step on CPU, where it runs uncaptured."""
-    monkeypatch.setattr(graph, "reason_not", lambda device, world_size: None)
+    monkeypatch.setattr(graph, "reason_not", lambda *args: None)
 
 
 def checkpoint_state(run_dir: Path) -> dict:
@@ -226,10 +238,31 @@ def test_a_cpu_run_keeps_the_eager_step(caplog: pytest.LogCaptureFixture) -> Non
     ]
 
 
+def test_auto_keeps_a_small_uncaptured_model_off_the_gpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """device=auto on a GPU: the CPU for the Gaussian's small model when its step would run
+    eagerly (cuda_graph=false, or lazy R1), the GPU when it is captured or the model is large."""
+    from gantool import trainer
+
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(trainer, "resolve_device", lambda name: gpu if name == "auto" else CPU)
+    monkeypatch.setattr(graph, "reason_not", lambda device, world, lazy=False: None)
+    with caplog.at_level(logging.INFO, logger="gantool.device"):
+        eager = trainer.training_device(compose_config(["trainer.cuda_graph=false"]))
+    assert eager == CPU
+    assert "training on the CPU rather than cuda: a model of" in caplog.text
+    assert trainer.training_device(compose_config([])) == gpu  # captured: kept
+    big = ["trainer.cuda_graph=false", "model.g.hidden=[400,400]", "model.d.hidden=[400,400]"]
+    assert trainer.training_device(compose_config(big)) == gpu
+    assert trainer.training_device(compose_config(["device=cpu"])) == CPU
+
+
 def test_reasons_not_to_capture() -> None:
     assert graph.reason_not(torch.device("cuda"), 1) is None
     assert "CUDA device" in graph.reason_not(torch.device("mps"), 1)
     assert "2 processes" in graph.reason_not(torch.device("cuda"), 2)
+    assert "lazy R1" in graph.reason_not(torch.device("cuda"), 1, r1_lazy=True)
 
 
 def test_cuda_graph_takes_auto_true_or_false() -> None:

@@ -1,5 +1,6 @@
 """The presets reproduce their references: every setting pinned, none leaking in from a default;
-reuse_fake is the same computation as fresh noise fed the same z; the 50-line original runs."""
+reuse_fake is the same computation as fresh noise fed the same z; cgan_mnist's step is
+PyTorch-GAN's; the 50-line original runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch import nn
 
 import gantool.config
 import gantool.trainer
@@ -20,6 +22,7 @@ from gantool.config import (
     ACTIVATIONS,
     D_FEATURES,
     G_LOSSES,
+    LOSSES,
     NOISES,
     OPTIMIZERS,
     OUT_ACTIVATIONS,
@@ -28,6 +31,7 @@ from gantool.config import (
 from gantool.data import build_data
 from gantool.errors import GantoolError
 from gantool.gan import GAN
+from gantool.models import with_classes
 from gantool.reference import fidelity, gan50, gantool_preset, is_near
 from gantool.rng import seed_everything
 from gantool.trainer import StepSettings, train_step
@@ -35,11 +39,12 @@ from gantool.trainer import StepSettings, train_step
 CPU = torch.device("cpu")
 
 
-def _net(hidden, activation, out_activation=None, slope=None, bn=None, features=None) -> dict:
+def _net(hidden, activation, out_activation=None, slope=None, bn=None, **extra) -> dict:
     """A model.g or model.d entry of a table below: PyTorch's initialisation, biases, no
-    dropout; BatchNorm after the activation, with (momentum, eps) = bn, when bn is given."""
+    dropout, a first block like the others; BatchNorm after the activation, with
+    (momentum, eps) = bn, when bn is given. `extra`: D's keys, or other values."""
     net = {"hidden": hidden, "activation": activation, "dropout": 0.0}
-    net.update(bias=True, init_std=0.0, batch_norm=bn is not None)
+    net.update(bias=True, init_std=0.0, batch_norm=bn is not None, first_block_plain=False)
     if bn is not None:
         net.update(batch_norm_momentum=bn[0], batch_norm_eps=bn[1])
         net["batch_norm_before_activation"] = False
@@ -47,9 +52,7 @@ def _net(hidden, activation, out_activation=None, slope=None, bn=None, features=
         net["negative_slope"] = slope
     if out_activation is not None:
         net["out_activation"] = out_activation
-    if features is not None:
-        net["features"] = features
-    return net
+    return net | extra
 
 
 def _optimizer(name, lr, betas=None, momentum=None):
@@ -58,8 +61,10 @@ def _optimizer(name, lr, betas=None, momentum=None):
     return {"g": opt, "d": dict(opt)}
 
 
-NO_EXTRAS = {"reuse_fake": False, "ema_decay": 0.0}  # no reference reuses fakes or keeps an EMA
-BCE = {"g_loss": "non_saturating", "r1_gamma": 0.0}  # all three: G on "real" labels, no R1
+# The first three references: D's update first, fresh noise for G's, no EMA.
+NO_EXTRAS = {"g_first": False, "reuse_fake": False, "ema_decay": 0.0}
+BCE = {"name": "bce", "g_loss": "non_saturating", "r1_gamma": 0.0}  # G on "real" labels, no R1
+SAMPLES_D = {"features": "samples", "spectral_norm": False, "pack": 1}  # one sample at a time
 
 # What each reference defines or implies, for every key that shapes its run. A preset that
 # composes to anything else, or to a key not listed here, fails.
@@ -69,7 +74,7 @@ EXPECTED = {
             "latent_dim": 1,
             "noise": "uniform",
             "g": _net([5, 5], "elu", out_activation="none"),
-            "d": _net([10, 10], "sigmoid", features="moments"),
+            "d": _net([10, 10], "sigmoid", features="moments", spectral_norm=False),
         },
         "optimizer": _optimizer("sgd", 1e-3, momentum=0.9),
         "loss": BCE,
@@ -89,8 +94,9 @@ EXPECTED = {
         "model": {
             "latent_dim": 64,
             "noise": "normal",
+            "conditional": False,
             "g": _net([256, 256], "relu", out_activation="tanh"),
-            "d": _net([256, 256], "leaky_relu", slope=0.2, features="samples"),
+            "d": _net([256, 256], "leaky_relu", slope=0.2, **SAMPLES_D),
         },
         "optimizer": _optimizer("adam", 2e-4, betas=[0.9, 0.999]),
         "loss": BCE,
@@ -111,11 +117,12 @@ EXPECTED = {
         "model": {
             "latent_dim": 100,
             "noise": "normal",
+            "conditional": False,
             # Keras' BatchNormalization(momentum=0.8) and its default epsilon 1e-3
             "g": _net(
                 [256, 512, 1024], "leaky_relu", out_activation="tanh", slope=0.2, bn=(0.2, 1e-3)
             ),
-            "d": _net([512, 256], "leaky_relu", slope=0.2, features="samples"),
+            "d": _net([512, 256], "leaky_relu", slope=0.2, **SAMPLES_D),
         },
         "optimizer": _optimizer("adam", 2e-4, betas=[0.5, 0.999]),
         "loss": BCE,
@@ -132,6 +139,51 @@ EXPECTED = {
             "num_samples": 25,
         },
     },
+    "cgan_mnist": {  # eriklindernoren/PyTorch-GAN, implementations/cgan/cgan.py
+        "model": {
+            "latent_dim": 100,
+            "noise": "normal",  # np.random.normal(0, 1)
+            "conditional": True,  # the class's embedding before G's noise, after D's image
+            "label_dim": 10,  # nn.Embedding(n_classes, n_classes)
+            # block(): Linear -> BatchNorm1d(out, 0.8) -> LeakyReLU(0.2), the first without
+            # BatchNorm; 0.8 is BatchNorm1d's eps, its momentum torch's 0.1
+            "g": _net(
+                [128, 256, 512, 1024],
+                "leaky_relu",
+                out_activation="tanh",
+                slope=0.2,
+                bn=(0.1, 0.8),
+                batch_norm_before_activation=True,
+                first_block_plain=True,
+            ),
+            # Linear 512, LeakyReLU; twice Linear 512, Dropout(0.4), LeakyReLU; Linear 1
+            # (features and pack cannot change a conditional D: see unused_keys)
+            "d": _net(
+                [512, 512, 512],
+                "leaky_relu",
+                slope=0.2,
+                dropout=0.4,
+                first_block_plain=True,
+                spectral_norm=False,
+            ),
+        },
+        "optimizer": _optimizer("adam", 2e-4, betas=[0.5, 0.999]),
+        "loss": {"name": "lsgan", "r1_gamma": 0.0},  # MSELoss onto 1 (valid) and 0 (fake)
+        "trainer": {
+            "steps": None,
+            "epochs": 20,  # the reference's 200, cut as seed_mnist's
+            "batch_size": 64,
+            "d_steps": 1,
+            "g_steps": 1,
+            "g_first": True,  # optimizer_G steps before optimizer_D
+            "reuse_fake": True,  # D judges gen_imgs.detach(), from G's update
+            "ema_decay": 0.0,
+            "log_every": 400,  # sample_interval
+            "sample_every": 400,
+            "checkpoint_every": 2000,
+            "num_samples": 100,  # sample_image(n_row=10): a 10x10 grid
+        },
+    },
 }
 PRESETS = tuple(EXPECTED)
 GROUPS = ("model", "optimizer", "loss", "trainer")
@@ -143,13 +195,22 @@ HOUSE_KEYS = {
     "trainer.eval_at_end",
     "trainer.objective",
     "trainer.cuda_graph",  # how the step runs on CUDA, not what it computes
+    "model.num_classes",  # the dataset's class count: validate() allows no other
 }
 
 
-def unused_keys(flat: dict) -> set[str]:
+# At most one of these leaves its plain value: config.validate refuses any two together (a
+# conditional D judges single samples; packs are of samples, not of moments).
+EXCLUSIVE = {"model.d.features": "samples", "model.d.pack": 1, "model.conditional": False}
+
+
+def unused_keys(flat: dict, labelled: bool) -> set[str]:
     """Keys that cannot change this run: a slope without leaky_relu, pieces without maxout,
     BatchNorm settings without BatchNorm, Adam's betas under SGD and SGD's momentum under Adam,
-    epochs when steps is set."""
+    epochs when steps is set; gp_lambda but under wgan_gp, r1_every without R1, g_loss but
+    under bce; the classes' settings of a model that is not conditional, and `conditional` on
+    a dataset without labels (`labelled`); once one EXCLUSIVE key has left its plain value,
+    the others (validate would refuse any other value)."""
     unused = set()
     for net in ("model.g", "model.d"):
         activations = {flat[f"{net}.activation"], flat.get(f"{net}.out_activation")}
@@ -163,15 +224,29 @@ def unused_keys(flat: dict) -> set[str]:
         unused.add(f"{net}.momentum" if flat[f"{net}.name"] == "adam" else f"{net}.betas")
     if flat["trainer.steps"] is not None:
         unused.add("trainer.epochs")
+    if flat["loss.name"] != "wgan_gp":
+        unused.add("loss.gp_lambda")
+    if flat["loss.r1_gamma"] == 0:
+        unused.add("loss.r1_every")
+    if flat["loss.name"] != "bce":
+        unused.add("loss.g_loss")
+    if not flat["model.conditional"]:
+        unused |= {"model.num_classes", "model.label_dim"}
+    if not labelled:
+        unused.add("model.conditional")
+    if turned := [k for k, plain in EXCLUSIVE.items() if flat[k] != plain]:
+        unused |= EXCLUSIVE.keys() - set(turned)
     return unused
 
 
 def reference_settings(preset: str) -> dict:
     """The composed preset's settings that shape the run, flattened: every key of GROUPS but
     HOUSE_KEYS and unused_keys."""
-    composed = to_dict(compose_config([f"experiment={preset}"]))
+    cfg = compose_config([f"experiment={preset}"])
+    composed = to_dict(cfg)
     flat = flatten({group: composed[group] for group in GROUPS})
-    return {k: v for k, v in flat.items() if k not in HOUSE_KEYS | unused_keys(flat)}
+    labelled = getattr(cfg.dataset, "num_classes", 0) > 0  # as config.validate asks
+    return {k: v for k, v in flat.items() if k not in HOUSE_KEYS | unused_keys(flat, labelled)}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -180,12 +255,15 @@ def test_each_preset_composes_to_its_reference(preset: str) -> None:
 
 
 # --- no default leaks in -----------------------------------------------------------------------
-CHOICES = {  # a key's allowed strings, to poison it with another
+CHOICES = {  # a key's allowed strings, by its dotted key or else its last part, to poison it
     "activation": ACTIVATIONS,
     "out_activation": OUT_ACTIVATIONS,
     "noise": NOISES,
     "features": D_FEATURES,
-    "name": OPTIMIZERS,
+    "optimizer.g.name": OPTIMIZERS,
+    "optimizer.d.name": OPTIMIZERS,
+    # Not wgan_gp: validate refuses it with features=moments, which a poisoning may turn on.
+    "loss.name": tuple(name for name in LOSSES if name != "wgan_gp"),
     "g_loss": G_LOSSES,
 }
 
@@ -202,19 +280,20 @@ def poisoned(key: str, value):
     if isinstance(value, float):  # halved stays in every range here: rates, slopes, decays
         return value / 2 if value > 0 else 0.5
     if isinstance(value, str):
-        return next(c for c in CHOICES[leaf] if c != value)
+        return next(c for c in CHOICES.get(key, CHOICES.get(leaf)) if c != value)
     return [poisoned(key, v) for v in value]
 
 
-def write_poisoned_configs(folder: Path, preset: str) -> None:
+def write_poisoned_configs(folder: Path, preset: str, kept: frozenset[str] = frozenset()) -> None:
     """A copy of configs/ in which every option of every group in GROUPS sets every key to a
-    value unlike the preset's, but for HOUSE_KEYS, which keep theirs so that the config checks
-    pass: a default the preset does not override shows up as a difference."""
+    value unlike the preset's, but for HOUSE_KEYS and `kept`, which keep theirs so that the
+    config checks pass: a default the preset does not override shows up as a difference."""
     shutil.copytree(gantool.config.config_dir(), folder)
     composed = to_dict(compose_config([f"experiment={preset}"]))
+    keep = HOUSE_KEYS | kept
     for group in GROUPS:
         flat = flatten(composed[group], f"{group}.")
-        bad = {k: v if k in HOUSE_KEYS else poisoned(k, v) for k, v in flat.items()}
+        bad = {k: v if k in keep else poisoned(k, v) for k, v in flat.items()}
         nested: dict = {}
         for key, value in bad.items():
             *parents, leaf = key.split(".")[1:]
@@ -230,20 +309,31 @@ def write_poisoned_configs(folder: Path, preset: str) -> None:
 def test_no_default_leaks_into_a_preset(
     preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Once for each EXCLUSIVE key the preset needs, that key poisoned and the others kept
+    (validate refuses two of them poisoned together): every key is poisoned at least once."""
     honest = reference_settings(preset)
     dataset = compose_config([f"experiment={preset}"]).dataset.name
-    write_poisoned_configs(tmp_path / "configs", preset)
-    monkeypatch.setattr(gantool.config, "config_dir", lambda: tmp_path / "configs")
-    plain = flatten(to_dict(compose_config([f"dataset={dataset}"])))  # the poisoned defaults
-    assert all(plain[k] != v for k, v in honest.items())
-    assert reference_settings(preset) == honest
+    turns = [k for k in EXCLUSIVE if k in honest]
+    assert turns  # each preset needs at least one of them
+    for turned in turns:
+        kept = frozenset(EXCLUSIVE) - {turned}
+        folder = tmp_path / turned / "configs"
+        write_poisoned_configs(folder, preset, kept)
+        monkeypatch.setattr(gantool.config, "config_dir", lambda folder=folder: folder)
+        plain = flatten(to_dict(compose_config([f"dataset={dataset}"])))  # poisoned defaults
+        assert all(plain[k] != v for k, v in honest.items() if k not in kept)
+        assert reference_settings(preset) == honest
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_turn_off_what_the_defaults_turn_on(preset: str) -> None:
-    """The Gaussian default reuses fakes, keeps an EMA and uses R1; no reference does."""
+    """The Gaussian default reuses fakes, keeps an EMA and uses R1. No reference keeps an EMA
+    or uses R1; only PyTorch-GAN's cGAN reuses fakes (its D judges gen_imgs.detach(), the
+    images of G's update), so cgan_mnist keeps reuse_fake on."""
     cfg = compose_config([f"experiment={preset}"])
-    assert (cfg.trainer.reuse_fake, cfg.trainer.ema_decay, cfg.loss.r1_gamma) == (False, 0, 0)
+    reuses = preset == "cgan_mnist"
+    assert (cfg.trainer.reuse_fake, cfg.trainer.ema_decay, cfg.loss.r1_gamma) == (reuses, 0, 0)
     default = compose_config(["dataset=gaussian"])
     assert (default.trainer.reuse_fake, default.trainer.ema_decay > 0) == (True, True)
     assert default.loss.r1_gamma > 0
@@ -293,6 +383,152 @@ def test_reuse_fake_equals_fresh_noise_fed_the_same_z(monkeypatch: pytest.Monkey
     # Fresh noise is another computation: the test can tell them apart.
     assert not torch.equal(reused[0], fresh[0])
     assert not equal_state(reused[1]["generator"], fresh[1]["generator"])
+
+
+# --- cgan_mnist is PyTorch-GAN's cGAN step ----------------------------------------------------
+class ReferenceGenerator(nn.Module):
+    """implementations/cgan/cgan.py's Generator, for 28x28 images: the class's embedding, then
+    the noise, through block(): Linear -> BatchNorm1d(out, 0.8) -> LeakyReLU(0.2)."""
+
+    def __init__(self, latent_dim: int = 100, n_classes: int = 10, img: int = 784):
+        super().__init__()
+        self.label_emb = nn.Embedding(n_classes, n_classes)
+
+        def block(in_feat: int, out_feat: int, normalize: bool = True) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Linear(in_feat, out_feat)]
+            if normalize:
+                layers.append(nn.BatchNorm1d(out_feat, 0.8))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            return layers
+
+        self.model = nn.Sequential(
+            *block(latent_dim + n_classes, 128, normalize=False),
+            *block(128, 256),
+            *block(256, 512),
+            *block(512, 1024),
+            nn.Linear(1024, img),
+            nn.Tanh(),
+        )
+
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat((self.label_emb(labels), noise), -1))
+
+
+class ReferenceDiscriminator(nn.Module):
+    """cgan.py's Discriminator: the image, then the class's embedding; dropout before the
+    LeakyReLU."""
+
+    def __init__(self, n_classes: int = 10, img: int = 784):
+        super().__init__()
+        self.label_embedding = nn.Embedding(n_classes, n_classes)
+        self.model = nn.Sequential(
+            nn.Linear(n_classes + img, 512),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(512, 512),
+            nn.Dropout(0.4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(512, 512),
+            nn.Dropout(0.4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(512, 1),
+        )
+
+    def forward(self, img: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat((img.view(img.size(0), -1), self.label_embedding(labels)), -1))
+
+
+def reference_step(G, D, optimizer_G, optimizer_D, imgs, labels, z, gen_labels) -> tuple:
+    """One iteration of cgan.py's loop: G's update, then D's on the same gen_imgs."""
+    adversarial_loss = torch.nn.MSELoss()
+    valid, fake = torch.ones(imgs.shape[0], 1), torch.zeros(imgs.shape[0], 1)
+    optimizer_G.zero_grad()
+    gen_imgs = G(z, gen_labels)
+    g_loss = adversarial_loss(D(gen_imgs, gen_labels), valid)
+    g_loss.backward()
+    optimizer_G.step()
+    optimizer_D.zero_grad()
+    d_real_loss = adversarial_loss(D(imgs, labels), valid)
+    d_fake_loss = adversarial_loss(D(gen_imgs.detach(), gen_labels), fake)
+    d_loss = (d_real_loss + d_fake_loss) / 2
+    d_loss.backward()
+    optimizer_D.step()
+    return g_loss.detach(), d_loss.detach()
+
+
+def copy_weights(ours: nn.Module, theirs: nn.Module) -> None:
+    """gantool's parameters and buffers (BatchNorm's statistics too) into the reference's net,
+    which lists them in the same order: embedding, then layer by layer."""
+    mine, target = ours.state_dict(), theirs.state_dict()
+    kinds = [(k.rsplit(".", 1)[-1], v.shape) for k, v in mine.items()]  # weight, running_var...
+    assert kinds == [(k.rsplit(".", 1)[-1], v.shape) for k, v in target.items()]
+    theirs.load_state_dict(dict(zip(target, (v.clone() for v in mine.values()), strict=True)))
+
+
+@pytest.mark.parametrize(("dropout", "atol"), [(0.4, 1e-5), (0.0, 1e-7)])
+def test_cgan_preset_computes_pytorch_gans_step(
+    dropout: float, atol: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the same weights, on the same labelled batch, z and fake labels, one gantool step
+    of the preset and one of cgan.py leave the same G and D, BatchNorm statistics included.
+
+    Dropout draws the same masks: both take them from torch's global RNG, seeded alike, for
+    the same shapes in the same order (D on G's fakes, on the real batch, on the fakes again;
+    nothing else draws, as z is given), and dropout after the LeakyReLU is the same function
+    as before it, LeakyReLU(c x) = c LeakyReLU(x) for c >= 0. In floats the two orders round
+    differently, and Adam's first step, lr g / (|g| + eps), turns that rounding into up to
+    5e-6 where a gradient is near 0 (12 seeds measured): hence 1e-5 with the preset's dropout,
+    and 1e-7 with none, which shows the rest is exact but for float rounding.
+
+    G's loss is the one difference: lsgan's is half cgan.py's MSE, so the reference's G
+    gradients are exactly twice gantool's (the batch is a power of 2). Adam divides the scale
+    out but for eps: with eps 2e-8 on 2g it takes exactly the steps it takes with 1e-8 on g,
+    so the reference's G optimizer gets eps 2e-8 here. With its own 1e-8, G's weights differ
+    by up to 3.4e-5 after this step: 0.17 lr, the most eps can do, where a gradient is near it."""
+    B = 8
+    overrides = [f"trainer.batch_size={B}", f"model.d.dropout={dropout}"]
+    cfg = compose_config(["experiment=cgan_mnist", "device=cpu", *overrides])
+    seed_everything(0)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 784, CPU)
+    G, D = ReferenceGenerator(), ReferenceDiscriminator()
+    for layer in D.model:
+        if isinstance(layer, nn.Dropout):
+            layer.p = dropout  # 0: an identity, as gantool leaves the layer out
+    copy_weights(gan.generator, G)
+    copy_weights(gan.discriminator, D)
+    opt = cfg.optimizer  # cgan.py's Adam(lr=0.0002, betas=(0.5, 0.999)), as the preset's
+    optimizer_G = torch.optim.Adam(G.parameters(), lr=opt.g.lr, betas=opt.g.betas, eps=2e-8)
+    optimizer_D = torch.optim.Adam(D.parameters(), lr=opt.d.lr, betas=opt.d.betas)
+
+    rng = torch.Generator().manual_seed(1)
+    imgs = torch.rand(B, 784, generator=rng) * 2 - 1  # images in [-1, 1], as Normalize([0.5])
+    labels = torch.randint(10, (B,), generator=rng)
+    z = torch.randn(B, 100, generator=rng)
+    gen_labels = torch.randint(10, (B,), generator=rng)
+
+    class Batches:  # the labelled stream: the class as each row's last column
+        def next_batch(self) -> torch.Tensor:
+            return with_classes(imgs, labels)
+
+    drawn = []
+
+    def sample_latent(num, model, device) -> torch.Tensor:
+        drawn.append(num)
+        return with_classes(z, gen_labels)
+
+    monkeypatch.setattr(gantool.trainer, "sample_latent", sample_latent)
+    torch.manual_seed(2)
+    stats = train_step(gan, Batches(), StepSettings.of(cfg), CPU)
+    torch.manual_seed(2)
+    g_loss, d_loss = reference_step(G, D, optimizer_G, optimizer_D, imgs, labels, z, gen_labels)
+
+    assert drawn == [B]  # one noise draw: D judged the fakes of G's update
+    assert stats[0].item() == pytest.approx(d_loss.item(), rel=1e-6)
+    assert 2 * stats[1].item() == pytest.approx(g_loss.item(), rel=1e-6)  # MSE = 2 x lsgan's
+    for ours, theirs in ((gan.generator, G), (gan.discriminator, D)):
+        pairs = zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True)
+        worst = {k: (a.double() - b.double()).abs().max().item() for (k, a), b in pairs}
+        assert max(worst.values()) < atol, worst
+    assert G.model[3].num_batches_tracked == 1  # G ran once, in train mode
 
 
 # --- the 50-line original ---------------------------------------------------------------------

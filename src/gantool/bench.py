@@ -7,6 +7,9 @@ Measured in one run, on the device `auto` would pick (or the one asked for):
 - the textbook baseline (per-image PIL -> ToTensor -> Normalize DataLoader, fresh noise for the
   G step, the same model and batch) and gantool's speed-up over it;
 - Gaussian time-to-quality: whole `gantool train` processes, one per seed;
+- on CUDA, the whole step as one CUDA graph (gantool.graph.bench_graph) at batch 100, 512
+  and 4096, beside the eager step and a bare captured step (the ceiling), with MFU against
+  the fp32 and the tf32 matmul rates;
 - start-up: `gantool --help`, and `gantool train` up to its first step;
 - on request, fidelity: the 50-line experiment as written (reference.py) against
   `experiment=seed_gaussian`, with and without reuse_fake, on the same seeds, on CPU.
@@ -53,6 +56,7 @@ class BenchOptions:
     steps: int = 300  # timed MNIST steps per measurement, after `warmup` untimed ones
     warmup: int = 20
     batch_sizes: tuple[int, ...] = (100, 512)
+    graph_batch_sizes: tuple[int, ...] = (100, 512, 4096)  # CUDA only
     gaussian_seeds: int = 5  # whole `gantool train` processes; 0 skips them
     startup: bool = True
     fidelity_seeds: int = 0  # seeds of the 50-line fidelity check; 0 skips it
@@ -103,8 +107,18 @@ def step_flops(cfg: Config, gan: GAN) -> int:
     return t.d_steps * d_update + t.g_steps * g_update - reused
 
 
-def matmul_rate(device: torch.device, size: int = 2048, seconds: float = 1.0) -> float:
-    """Measured fp32 matmul FLOP/s: the best of repeated size x size products."""
+def matmul_rate(
+    device: torch.device, size: int = 2048, seconds: float = 1.0, tf32: bool = False
+) -> float:
+    """Measured fp32 matmul FLOP/s (with `tf32`, TensorFloat-32's on CUDA): the best of
+    repeated size x size products."""
+    if tf32:
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return matmul_rate(device, size, seconds)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     best, spent = 0.0, 0.0
@@ -210,7 +224,7 @@ def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
     batch, latent = cfg.trainer.batch_size, cfg.model.latent_dim
     torch.manual_seed(0)
     G = Generator(cfg.model, 784).to(device)
-    D = Discriminator(cfg.model.d, 784).to(device)
+    D = Discriminator(cfg.model, 784).to(device)
     g_opt = torch.optim.Adam(G.parameters(), lr=cfg.optimizer.g.lr, betas=cfg.optimizer.g.betas)
     d_opt = torch.optim.Adam(D.parameters(), lr=cfg.optimizer.d.lr, betas=cfg.optimizer.d.betas)
     bce = nn.BCEWithLogitsLoss()
@@ -355,6 +369,7 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
                 f"{row['speedup_vs_textbook']:.2f}x the textbook loop"
             )
     results["mnist"] = rows
+    results["graph"] = graph_rows(root, opts, device, rate, report)
     shutil.rmtree(scratch, ignore_errors=True)
     write_json(opts.out / "bench.json", results)
 
@@ -383,6 +398,34 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
         )
         write_json(opts.out / "bench.json", results)
     return results
+
+
+def graph_rows(
+    root: str, opts: BenchOptions, device: torch.device, rate: float, report: Callable
+) -> dict | None:
+    """On CUDA: seed_mnist's step captured as one CUDA graph, beside the eager step and the
+    bare captured ceiling, with MFU against the fp32 and tf32 matmul rates. None elsewhere."""
+    if device.type != "cuda":
+        report("CUDA graph step: not measured (it needs a CUDA device)")
+        return None
+    from gantool.graph import bench_graph
+
+    tf32 = matmul_rate(device, tf32=True)
+    report(f"tf32 matmul rate: {tf32 / 1e9:.1f} GFLOP/s")
+    cfg = mnist_config(root, opts.graph_batch_sizes[0], opts.device, False)
+    rows = bench_graph(cfg, opts.graph_batch_sizes, opts.steps, opts.warmup)
+    for row in rows:
+        batch = row["batch_size"]
+        c = mnist_config(root, batch, opts.device, False)
+        gan = GAN.build(c.model, c.optimizer, 0.0, 784, device)
+        flops = step_flops(c, gan) * row["graph_images_per_s"] / batch
+        row.update(mfu_fp32=flops / rate, mfu_tf32=flops / tf32)
+        report(
+            f"seed_mnist batch {batch}: graph {row['graph_images_per_s']:,.0f} images/s "
+            f"({row['graph_speedup']:.1f}x eager, {row['graph_share_of_ceiling']:.0%} of the "
+            f"bare graph), MFU {row['mfu_fp32']:.1%} fp32, {row['mfu_tf32']:.1%} tf32"
+        )
+    return {"tf32_matmul_flops_per_s": tf32, "rows": rows}
 
 
 def print_bench(results: dict) -> None:
@@ -422,6 +465,29 @@ def print_bench(results: dict) -> None:
         if not r["reuse_fake"]:
             base.add_row(str(r["batch_size"]), f"{r['textbook_images_per_s']:,.0f}")
     console.print(base)
+    if results.get("graph"):
+        graph = Table(
+            title="The step as one CUDA graph (trainer.cuda_graph): images/s; the ceiling is "
+            "the same networks' bare D and G update, captured, with none of gantool's "
+            "bookkeeping",
+            title_justify="left",
+        )
+        for col in ("batch", "eager", "graph", "ceiling", "graph/eager", "graph/ceiling"):
+            graph.add_column(col, justify="right")
+        for col in ("MFU fp32", "MFU tf32"):
+            graph.add_column(col, justify="right")
+        for r in results["graph"]["rows"]:
+            graph.add_row(
+                str(r["batch_size"]),
+                f"{r['eager_images_per_s']:,.0f}",
+                f"{r['graph_images_per_s']:,.0f}",
+                f"{r['ceiling_images_per_s']:,.0f}",
+                f"{r['graph_speedup']:.1f}x",
+                f"{r['graph_share_of_ceiling']:.0%}",
+                f"{r['mfu_fp32']:.1%}",
+                f"{r['mfu_tf32']:.1%}",
+            )
+        console.print(graph)
 
     if "gaussian" in results:
         g = results["gaussian"]

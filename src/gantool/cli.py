@@ -2,7 +2,7 @@
 
     gantool train [HYDRA OVERRIDES AND FLAGS]
     gantool resume RUN_DIR [OVERRIDES]
-    gantool sample CHECKPOINT_OR_RUN_DIR [--num N] [--out FILE] [--seed S]
+    gantool sample CHECKPOINT_OR_RUN_DIR [--num N] [--out FILE] [--seed S] [--label L]
     gantool report SWEEP_DIR [--sort METRIC]
 
 Heavy modules (torch, torchvision, matplotlib) are imported only once a command needs them.
@@ -314,11 +314,19 @@ def sample(args: list[str]) -> None:
         "(N, F) in the data's units); .csv: the Gaussian's values or the vectors, under a "
         "header line (default: RUN_DIR/samples/sample_step_N.png)",
     )
+    parser.add_argument(
+        "--label",
+        type=int,
+        help="a conditional generator's class to draw, like 3 (default: every class in turn, "
+        "one row of the grid each)",
+    )
     opts = _parse_generator_args(parser, args)
     from gantool.console import console
     from gantool.sampling import sample_checkpoint
 
-    trained, path = sample_checkpoint(opts.path, opts.num, opts.out, opts.seed, opts.device)
+    trained, path = sample_checkpoint(
+        opts.path, opts.num, opts.out, opts.seed, opts.device, opts.label
+    )
     console.print(
         f"Wrote {path} (from {trained.checkpoint}, step {trained.step})",
         highlight=False,

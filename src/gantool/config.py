@@ -27,6 +27,7 @@ OUT_ACTIVATIONS = ("none", *POINTWISE)
 NOISES = ("uniform", "normal")
 D_FEATURES = ("samples", "moments")
 OPTIMIZERS = ("adam", "sgd")
+LOSSES = ("bce", "hinge", "lsgan", "wgan_gp")  # gantool.losses
 G_LOSSES = ("non_saturating", "minimax")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
@@ -46,6 +47,7 @@ HIGHER_IS_BETTER = frozenset(
         "eval/recall_noise",
         "eval/modes",  # Gaussian mixtures: components with at least one high-quality sample
         "eval/high_quality_percent",
+        "eval/conditional_accuracy",  # conditional models: samples classified as asked
     }
 )
 
@@ -98,6 +100,7 @@ class MnistConfig:
         "eval/num_classes_covered",
     )
     endless: ClassVar[bool] = False
+    num_classes: ClassVar[int] = 10  # labelled: model.conditional may be set
 
     def check(self) -> None:
         _choice("dataset.split", self.split, SPLITS)
@@ -324,6 +327,8 @@ class GeneratorConfig:
     # > 0: every Linear weight is drawn from N(0, init_std²) and every bias is 0; 0: PyTorch's
     # default initialisation.
     init_std: float = 0.0
+    # The first hidden block has neither BatchNorm nor dropout (PyTorch-GAN's cGAN, DCGAN).
+    first_block_plain: bool = False
 
 
 @dataclass
@@ -339,9 +344,16 @@ class DiscriminatorConfig:
     batch_norm_before_activation: bool = False
     dropout: float = 0.0
     init_std: float = 0.0
+    first_block_plain: bool = False
     # "samples": D sees each sample; "moments": D sees the batch's mean, std, skewness and
     # excess kurtosis per feature, and gives one logit per batch (the 50-line experiment).
     features: str = "samples"
+    # Divide each Linear's weight by its largest singular value (Miyato et al. 2018).
+    spectral_norm: bool = False
+    # PacGAN: D judges `pack` samples side by side (input pack x data_dim; hidden widths
+    # unchanged). Each step then reads trainer.batch_size x pack real samples and G makes as
+    # many, so D still sees trainer.batch_size packs of each. 1 is the plain D.
+    pack: int = 1
 
 
 @dataclass
@@ -350,6 +362,11 @@ class ModelConfig:
     noise: str = "normal"  # the distribution of G's input: normal N(0, 1) or uniform U[0, 1)
     g: GeneratorConfig = field(default_factory=GeneratorConfig)
     d: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    # Class-conditional G and D (labelled datasets: the MNIST family): each takes the class,
+    # embedded in label_dim numbers and concatenated to its input (Mirza & Osindero's cGAN).
+    conditional: bool = False
+    num_classes: int = 10  # conditional only: the classes G can be asked for
+    label_dim: int = 10  # conditional only: the size of each class's embedding
 
 
 # --- optimizer ----------------------------------------------------------------------------------
@@ -379,6 +396,9 @@ class TrainerConfig:
     # The first G update reuses the last D update's fakes, G's forward pass and all, instead of
     # drawing fresh noise: one G forward fewer per step. The reference presets keep it off.
     reuse_fake: bool = False
+    # Each step updates G first, then D (PyTorch-GAN's order); with reuse_fake, D's first
+    # update judges the fakes G's update made, before G moved.
+    g_first: bool = False
     seed: int = 0
     log_every: int = 100
     sample_every: int = 1000
@@ -401,11 +421,17 @@ class TrainerConfig:
 
 @dataclass
 class LossConfig:
-    # BCE on logits; D learns real=1, fake=0. G's loss: "non_saturating" maximises log D(G(z)),
-    # "minimax" minimises log(1 - D(G(z))) as in the original paper.
+    # The adversarial loss (gantool.losses): bce, hinge, lsgan or wgan_gp.
+    name: str = "bce"
+    # bce only. G's loss: "non_saturating" maximises log D(G(z)), "minimax" minimises
+    # log(1 - D(G(z))) as in the original paper.
     g_loss: str = "non_saturating"
     # R1 penalty weight: D's loss gains r1_gamma / 2 * E[|grad_x D(x)|²] on real x; 0 is off.
     r1_gamma: float = 0.0
+    # Lazy R1 (StyleGAN2): the penalty on every r1_every-th step only, weighted r1_every times.
+    r1_every: int = 1
+    # wgan_gp only: λ, the weight of the gradient penalty on real/fake interpolates.
+    gp_lambda: float = 10.0
 
 
 @dataclass
@@ -524,6 +550,34 @@ def validate(cfg: Config) -> None:
     allowed = getattr(ds, "g_out_activations", OUT_ACTIVATIONS)
     _choice("model.g.out_activation", m.g.out_activation, allowed)
     _choice("model.d.features", m.d.features, D_FEATURES)
+    _at_least("model.d.pack", m.d.pack, 1)
+    if m.d.pack > 1 and m.d.features == "moments":
+        raise ConfigError(
+            f"model.d.pack={m.d.pack}: packing needs model.d.features=samples (moments "
+            "already judge the whole batch)"
+        )
+    if m.conditional:
+        classes = getattr(ds, "num_classes", 0)
+        if not classes:
+            raise ConfigError(
+                f"model.conditional=true: the {ds.name} dataset has no class labels; "
+                "conditional models train on the MNIST family (mnist, fashion_mnist, kmnist)"
+            )
+        if m.num_classes != classes:
+            raise ConfigError(
+                f"model.num_classes={m.num_classes}: the {ds.name} dataset has {classes} "
+                "classes, and a conditional model takes them all"
+            )
+        _at_least("model.label_dim", m.label_dim, 1)
+        for key, value, plain in (
+            ("model.d.pack", m.d.pack, 1),
+            ("model.d.features", m.d.features, "samples"),
+        ):
+            if value != plain:
+                raise ConfigError(
+                    f"{key}={value}: a conditional D judges single samples; use {key}={plain} "
+                    "with model.conditional=true"
+                )
 
     for key, opt in (("optimizer.g", cfg.optimizer.g), ("optimizer.d", cfg.optimizer.d)):
         _choice(f"{key}.name", opt.name, OPTIMIZERS)
@@ -570,8 +624,16 @@ def validate(cfg: Config) -> None:
             f"trainer.batch_size={t.batch_size}: model.d.features=moments needs at least 4"
         )
 
+    _choice("loss.name", cfg.loss.name, LOSSES)
     _choice("loss.g_loss", cfg.loss.g_loss, G_LOSSES)
     _at_least("loss.r1_gamma", cfg.loss.r1_gamma, 0.0)
+    _at_least("loss.r1_every", cfg.loss.r1_every, 1)
+    _at_least("loss.gp_lambda", cfg.loss.gp_lambda, 0.0)
+    if m.d.features == "moments" and cfg.loss.name == "wgan_gp":
+        raise ConfigError(
+            "loss=wgan_gp: its gradient penalty is taken per sample; model.d.features=moments "
+            "gives one output per batch"
+        )
     _choice("device", cfg.device.name, DEVICES)
     _at_least("device.num_threads", cfg.device.num_threads, 0)
     _choice("device.precision", cfg.device.precision, PRECISIONS)

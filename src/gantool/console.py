@@ -48,12 +48,15 @@ LABELS = {
     "eval/ks_mean": "KS, mean over features ↓",
     "eval/ks_max": "KS, largest of the features ↓",
     "eval/w1_mean": "W1 / std, mean over features ↓",
+    "eval/conditional_accuracy": "classified as asked ↑",
 }
 # A number beside the same number for real data and for noise, where the evaluation gives them.
 CALIBRATED = {
     "eval/fld": ("eval/fld_real_floor", "eval/fld_noise"),
     "eval/precision": ("eval/precision_real", "eval/precision_noise"),
     "eval/recall": ("eval/recall_real", "eval/recall_noise"),
+    # a conditional G: the LeNet's accuracy on held-out real images is its ceiling
+    "eval/conditional_accuracy": ("eval/classifier_accuracy", None),
     # the user's vectors: real rows against real rows, no noise point
     "eval/fd": ("eval/fd_real_floor", None),
     "eval/ks_mean": ("eval/ks_mean_real_floor", None),
@@ -86,8 +89,10 @@ class ProgressBar:
         visible: bool = True,
         label: str = "step",
         transient: bool = False,
+        outputs: tuple[str, str] = ("D(x)", "D(G(z))"),
     ):
         self.total, self.first_step, self.label = total, start, label
+        self.outputs = outputs  # what D's mean outputs are called under the run's loss
         self.visible = visible  # False on all but one process of a multi-process run
         self.started = time.perf_counter()
         self.progress = _FittedProgress(
@@ -113,7 +118,8 @@ class ProgressBar:
             return
         stats = (
             f"D {row['train/d_loss']:.3f}  G {row['train/g_loss']:.3f}  "
-            f"D(x) {row['train/d_real']:.2f}  D(G(z)) {row['train/d_fake']:.2f}  "
+            f"{self.outputs[0]} {row['train/d_real']:.2f}  "
+            f"{self.outputs[1]} {row['train/d_fake']:.2f}  "
             f"mean {row['train/fake_mean']:.3f}  std {row['train/fake_std']:.3f}"
         )
         self.progress.update(self.task, completed=step, stats=stats)

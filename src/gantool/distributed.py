@@ -100,8 +100,8 @@ def process_group(cfg: Config) -> Iterator[None]:
         "Data-parallel over %d processes (%s): %d of each batch's %d samples per process",
         world,
         backend,
-        cfg.trainer.batch_size // world,
-        cfg.trainer.batch_size,
+        cfg.trainer.batch_size // world * cfg.model.d.pack,
+        cfg.trainer.batch_size * cfg.model.d.pack,
     )
     try:
         yield

@@ -25,7 +25,7 @@ def finish(run, train_seconds: float, entered: float) -> dict:
     rows = folder.rows()
     progress_gif(sorted(folder.samples.glob("step_*.png")), folder.samples / "progress.gif")
     if rows:
-        training_curves(rows, folder.plots / "losses.png")
+        training_curves(rows, folder.plots / "losses.png", run.cfg.loss.name)
         run.family.plots(rows, cfg.dataset, folder.plots)
     results = (
         evaluate(cfg, run.gan.sampler, run.device, t.num_eval_samples) if t.eval_at_end else {}

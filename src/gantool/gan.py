@@ -40,7 +40,7 @@ class GAN:
         device: torch.device,
     ) -> GAN:
         g = Generator(model, data_dim).to(device)
-        d = Discriminator(model.d, data_dim).to(device)
+        d = Discriminator(model, data_dim).to(device)
         ema = copy.deepcopy(g).requires_grad_(False) if ema_decay > 0 else None
         return cls(
             distributed.wrap(g),

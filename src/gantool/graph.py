@@ -43,7 +43,7 @@ import torch
 
 from gantool import distributed, losses, trainer
 from gantool.config import Config
-from gantool.data import build_data
+from gantool.data import training_stream
 from gantool.errors import first_line
 from gantool.gan import GAN
 from gantool.models import sample_latent
@@ -61,7 +61,7 @@ def plan(cfg: Config, gan: GAN, data, settings, device: torch.device) -> GraphSt
     wanted = cfg.trainer.cuda_graph
     if wanted is False:
         return None
-    why_not = reason_not(device, distributed.world_size())
+    why_not = reason_not(device, distributed.world_size(), _lazy_r1(cfg))
     if why_not is None:
         return GraphStep(cfg, gan, data, settings, device)
     if wanted is True or device.type == "cuda":
@@ -70,8 +70,23 @@ def plan(cfg: Config, gan: GAN, data, settings, device: torch.device) -> GraphSt
     return None
 
 
-def reason_not(device: torch.device, world_size: int) -> str | None:
+def captures(cfg: Config, device: torch.device) -> bool:
+    """Whether a run of this config on `device` would capture its step (when the capture
+    itself succeeds)."""
+    if cfg.trainer.cuda_graph is False:
+        return False
+    return reason_not(device, distributed.world_size(), _lazy_r1(cfg)) is None
+
+
+def _lazy_r1(cfg: Config) -> bool:
+    return cfg.loss.r1_gamma > 0 and cfg.loss.r1_every > 1
+
+
+def reason_not(device: torch.device, world_size: int, r1_lazy: bool = False) -> str | None:
     """Why this run cannot capture its step, or None when it can."""
+    if r1_lazy:
+        # Steps with and without R1 are two different graphs; one capture holds one.
+        return "lazy R1 (loss.r1_every > 1) alternates two kinds of step"
     if device.type != "cuda":
         return f"the device is {device.type}, and CUDA graphs need a CUDA device"
     if world_size > 1:
@@ -279,7 +294,7 @@ def bench_graph(
 
 def _fresh(cfg: Config, device: torch.device) -> tuple[GAN, object]:
     torch.manual_seed(0)
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, device)
+    data = training_stream(cfg, device, seed=0)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, device)
     return gan, data
 
@@ -305,11 +320,11 @@ def _bare_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
 
     def step() -> torch.Tensor:
         fake = G(sample_latent(size, cfg.model, device))  # (B, data_dim)
-        d_loss = losses.d_loss(D(real), D(fake.detach()))
+        d_loss = losses.d_loss("bce", D(real), D(fake.detach()))
         d_opt.zero_grad(set_to_none=False)
         d_loss.backward()
         d_opt.step()
-        g_loss = losses.g_loss(D(fake))  # D's gradients too: the next D update zeroes them
+        g_loss = losses.g_loss("bce", D(fake))  # D's gradients too: the next D update zeroes them
         g_opt.zero_grad(set_to_none=False)
         g_loss.backward()
         g_opt.step()

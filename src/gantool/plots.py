@@ -154,8 +154,11 @@ def digit_grid(images: np.ndarray, title: str = "", fmt: str = "png") -> bytes:
     return _render(fig, fmt, tight=False)
 
 
-def training_curves(rows: list[dict], path: Path) -> None:
-    """D and G losses, and D's mean output on real and generated samples, against step."""
+def training_curves(rows: list[dict], path: Path, loss: str = "bce") -> None:
+    """D and G losses, and D's mean output on real and generated samples, against step: a
+    probability under bce (between 0 and 1, 0.5 marked), else the score the loss reads."""
+    from gantool.losses import OUTPUT_LABELS
+
     plt = _pyplot()
     steps = [r["step"] for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
@@ -163,11 +166,16 @@ def training_curves(rows: list[dict], path: Path) -> None:
     top.plot(steps, [r["train/g_loss"] for r in rows], label="G loss")
     top.set_ylabel("loss")
     top.legend()
-    bottom.plot(steps, [r["train/d_real"] for r in rows], label="D(x)")
-    bottom.plot(steps, [r["train/d_fake"] for r in rows], label="D(G(z))")
-    bottom.axhline(0.5, color="grey", lw=0.8, ls="--")
-    bottom.set_ylim(0, 1)
-    bottom.set_ylabel("D output")
+    real, fake = OUTPUT_LABELS[loss]
+    bottom.plot(steps, [r["train/d_real"] for r in rows], label=real)
+    bottom.plot(steps, [r["train/d_fake"] for r in rows], label=fake)
+    if loss == "bce":
+        bottom.axhline(0.5, color="grey", lw=0.8, ls="--")
+        bottom.set_ylim(0, 1)
+        bottom.set_ylabel("D's probability of real")
+    else:
+        bottom.axhline(0.0, color="grey", lw=0.8, ls="--")
+        bottom.set_ylabel(f"D's mean output ({loss})")
     bottom.set_xlabel("step")
     bottom.legend()
     _save(fig, path)

@@ -186,14 +186,20 @@ def _started_in(state: dict, run_dir: Path | None) -> Path | None:
 
 
 def sample_checkpoint(
-    path: str | Path, num: int | None, out: Path | None, seed: int, device_name: str
+    path: str | Path,
+    num: int | None,
+    out: Path | None,
+    seed: int,
+    device_name: str,
+    label: int | None = None,
 ) -> tuple[Trained, Path]:
     """Draw `num` samples (None: 10,000 Gaussian values or 64 digits) from a checkpoint's
     generator; write them where `out` says, in the format its extension names; return the
-    generator and the one file written.
+    generator and the one file written. A conditional generator draws class `label`, or
+    without it every class in turn, in blocks (sample i is of class i * classes // num).
 
-    Without `out`: a picture in RUN_DIR/samples/sample_step_N.png, or beside a loose
-    checkpoint as STEM.sample_step_N.png.
+    Without `out`: a picture in RUN_DIR/samples/sample_step_N[_label_L].png, or beside a
+    loose checkpoint as STEM.sample_step_N[_label_L].png.
     """
     if out is not None:
         check_out(out, SAMPLE_FORMATS, SAMPLE_ACCEPTED, "samples.png")
@@ -202,7 +208,8 @@ def sample_checkpoint(
     from gantool.data import family
 
     kind = family(cfg.dataset)
-    name = f"sample_step_{step:07d}.png"
+    check_label(label, cfg.model)
+    name = f"sample_step_{step:07d}{'' if label is None else f'_label_{label}'}.png"
     if out is None:
         out = (
             trained.run_dir / "samples" / name
@@ -225,10 +232,14 @@ def sample_checkpoint(
         )
     import torch
 
-    from gantool.models import generate, sample_latent
+    from gantool.models import generate, row_classes, sample_latent
 
     with out_of_memory_as_error(f"drawing {num:,} samples"):
-        z = sample_latent(num, cfg.model, device, torch.Generator(device).manual_seed(seed))
+        classes = row_classes(num, cfg.model.num_classes, device)
+        if label is not None:
+            classes = torch.full_like(classes, label)
+        noise = torch.Generator(device).manual_seed(seed)
+        z = sample_latent(num, cfg.model, device, noise, classes)
         samples = generate(trained.generator, z).cpu()  # (num, data_dim)
         if fmt in kind.picture_formats:
             data = picture(samples, cfg.dataset, fmt, f"step {step}")
@@ -236,3 +247,18 @@ def sample_checkpoint(
             data = raw_samples(samples, cfg.dataset, fmt)
     write_file(out, data)
     return trained, out
+
+
+def check_label(label: int | None, model) -> None:
+    """`--label`: only for a conditional generator, and one of its classes."""
+    if label is None:
+        return
+    if not model.conditional:
+        raise ConfigError(
+            f"--label {label}: this generator is not conditional (model.conditional=false); "
+            "it draws every class at once"
+        )
+    if not 0 <= label < model.num_classes:
+        raise ConfigError(
+            f"--label {label}: this generator draws classes 0 to {model.num_classes - 1}"
+        )

@@ -18,11 +18,11 @@ from gantool import distributed, graph, losses
 from gantool.checkpoint import Checkpointer
 from gantool.config import Config, ModelConfig, run_length, to_dict
 from gantool.console import ProgressBar
-from gantool.data import family
-from gantool.device import resolve_device
+from gantool.data import family, training_stream
+from gantool.device import SMALL_MODEL, auto_device, resolve_device
 from gantool.errors import GantoolError, Interrupted, first_line
 from gantool.gan import GAN
-from gantool.models import generate, sample_latent
+from gantool.models import generate, row_classes, sample_latent, with_classes
 from gantool.preflight import check_not_done
 from gantool.rng import rng_state, seed_everything
 from gantool.run_folder import RunFolder
@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 STAT_KEYS = (
     "train/d_loss",
     "train/g_loss",
-    "train/d_real",  # D(x): D's mean probability that a real sample is real
-    "train/d_fake",  # D(G(z)): the same for generated samples
+    # D's mean output on real and on generated samples: a probability under bce, else the raw
+    # score the loss reads (losses.OUTPUT_LABELS names them for each loss).
+    "train/d_real",
+    "train/d_fake",
     "train/fake_mean",
     "train/fake_std",
 )
@@ -45,34 +47,53 @@ STAT_KEYS = (
 class StepSettings:
     """What one training step reads, and nothing more."""
 
-    batch_size: int  # this process's share of trainer.batch_size (all of it in one process)
+    batch_size: int  # samples G makes per update in this process: its packs x model.d.pack
     d_steps: int
     g_steps: int
     reuse_fake: bool
+    g_first: bool
+    loss: str  # loss.name
+    g_loss: str  # bce's G loss form
     r1_gamma: float
-    g_loss: str
+    r1_every: int
+    gp_lambda: float
     bf16: bool
-    model: ModelConfig  # how G's noise is drawn
+    model: ModelConfig  # how G's noise is drawn, D's packing, conditional or not
 
     @classmethod
     def of(cls, cfg: Config, num_processes: int = 1) -> StepSettings:
-        t = cfg.trainer
+        t, loss = cfg.trainer, cfg.loss
         return cls(
-            batch_size=t.batch_size // num_processes,
+            batch_size=t.batch_size // num_processes * cfg.model.d.pack,
             d_steps=t.d_steps,
             g_steps=t.g_steps,
             reuse_fake=t.reuse_fake,
-            r1_gamma=cfg.loss.r1_gamma,
-            g_loss=cfg.loss.g_loss,
+            g_first=t.g_first,
+            loss=loss.name,
+            g_loss=loss.g_loss,
+            r1_gamma=loss.r1_gamma,
+            r1_every=loss.r1_every,
+            gp_lambda=loss.gp_lambda,
             bf16=cfg.device.precision == "bf16",
             model=cfg.model,
         )
 
+    def r1_due(self, step: int) -> bool:
+        """Whether the step after `step` steps takes the R1 penalty (lazily every r1_every)."""
+        return self.r1_gamma > 0 and step % self.r1_every == 0
+
 
 def train_step(
-    gan: GAN, data, s: StepSettings, device: torch.device, graph_safe: bool = False
+    gan: GAN,
+    data,
+    s: StepSettings,
+    device: torch.device,
+    graph_safe: bool = False,
+    r1: bool | None = None,
 ) -> torch.Tensor:
-    """One step: d_steps D updates, then g_steps G updates. Returns STAT_KEYS as a (6,) tensor.
+    """One step: d_steps D updates, then g_steps G updates (G's first with g_first). Returns
+    STAT_KEYS as a (6,) tensor. `r1`: whether this step takes the R1 penalty (lazy R1 skips
+    some); by default whenever loss.r1_gamma > 0.
 
     Nothing here reads a value back to the host, so the device never waits on Python.
     `graph_safe` (gantool.graph): the form a CUDA graph can capture and replay. Gradients are
@@ -85,48 +106,86 @@ def train_step(
     autocast = torch.autocast(
         device.type, torch.bfloat16, enabled=s.bf16, cache_enabled=not graph_safe
     )
+    r1 = s.r1_gamma > 0 if r1 is None else r1
 
-    # --- D: real labelled 1, fake labelled 0 ---
-    for i in range(s.d_steps):
-        real = data.next_batch()  # (B, data_dim)
-        real.requires_grad_(s.r1_gamma > 0)  # R1 needs D's gradient with respect to x
-        z = sample_latent(s.batch_size, s.model, device)  # (B, latent_dim)
-        # G's graph is kept only when the G update below will reuse these fakes.
-        keep_graph = s.reuse_fake and i == s.d_steps - 1
+    def make_fakes(keep_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """G's samples (N, data_dim) for fresh noise, and D's input for them (with their class
+        column when conditional). G's graph is kept only for a G update."""
+        z = sample_latent(s.batch_size, s.model, device)  # (N, latent_dim [+ 1])
         with autocast, torch.set_grad_enabled(keep_graph):
-            fake = G(z)  # (B, data_dim)
-        with autocast:
-            # detach: D's loss must not reach G's weights
-            real_logits, fake_logits = D(real), D(fake.detach())  # (B, 1), or (1, 1) on moments
-        d_loss = losses.d_loss(real_logits, fake_logits)
-        if s.r1_gamma > 0:
-            d_loss = d_loss + s.r1_gamma / 2 * losses.r1_penalty(real_logits, real)
-        gan.d_optimizer.zero_grad(set_to_none=not graph_safe)
-        d_loss.backward()
-        gan.d_optimizer.step()
+            fake = G(z)
+        return fake, with_classes(fake, z[:, -1]) if s.model.conditional else fake
 
-    # --- G: fake labelled real (non_saturating), or the minimax loss ---
-    D.requires_grad_(False)  # gradients flow through D to G, but D's own are not needed
-    for i in range(s.g_steps):
-        if not (s.reuse_fake and i == 0):  # fresh noise, as the reference GANs do
-            z = sample_latent(s.batch_size, s.model, device)
-            with autocast:
-                fake = G(z)
+    def d_update(fakes, keep_graph: bool = False):
+        """One D update on a fresh real batch, judging `fakes`, or fresh ones when None."""
+        real = data.next_batch()  # (N, data_dim [+ 1])
+        real.requires_grad_(r1)  # R1 needs D's gradient with respect to x
+        fakes = fakes or make_fakes(keep_graph)
+        fake_in = fakes[1].detach()  # D's loss must not reach G's weights
         with autocast:
-            fake_logits_for_g = D(fake)  # no detach: G learns through D's judgement
-        g_loss = losses.g_loss(fake_logits_for_g, s.g_loss)
+            real_out, fake_out = D(real), D(fake_in)  # (N / pack, 1); (1, 1) on moments
+        loss = losses.d_loss(s.loss, real_out, fake_out)
+        if r1:  # lazily: weighted r1_every times, on one step in r1_every
+            r1_term = losses.r1_penalty(real_out, real, s.model.d.pack)
+            loss = loss + s.r1_gamma / 2 * s.r1_every * r1_term
+        if s.loss == "wgan_gp":
+            mixed = losses.interpolates(real.detach(), fake_in.to(real.dtype), s.model.d.pack)
+            if s.model.conditional:  # classes are not mixed: each keeps the real sample's
+                mixed = with_classes(mixed[:, :-1], real.detach()[:, -1])
+            mixed.requires_grad_(True)
+            with autocast:
+                mixed_out = D(mixed)
+            loss = loss + s.gp_lambda * losses.gradient_penalty(mixed_out, mixed)
+        gan.d_optimizer.zero_grad(set_to_none=not graph_safe)
+        loss.backward()
+        gan.d_optimizer.step()
+        return loss, real_out, fake_out, fakes
+
+    def g_update(fakes):
+        """One G update through D's judgement of `fakes`, or of fresh ones when None."""
+        fakes = fakes or make_fakes(keep_graph=True)
+        with autocast:
+            out = D(fakes[1])  # no detach: G learns through D
+        loss = losses.g_loss(s.loss, out, s.g_loss)
         gan.g_optimizer.zero_grad(set_to_none=not graph_safe)
-        g_loss.backward()
+        loss.backward()
         gan.g_optimizer.step()
-    D.requires_grad_(True)
+        return loss, fakes
+
+    def d_updates(first, keep_last: bool):
+        """d_steps D updates; the first judges `first` when given. With keep_last, the last
+        one's fresh fakes keep G's graph, for G's first update to reuse."""
+        for i in range(s.d_steps):
+            last = i == s.d_steps - 1
+            result = d_update(first if i == 0 else None, keep_graph=keep_last and last)
+        return result
+
+    def g_updates(first):
+        """g_steps G updates; the first is through `first` when given."""
+        D.requires_grad_(False)  # gradients flow through D to G, but D's own are not needed
+        for i in range(s.g_steps):
+            loss, fakes = g_update(first if i == 0 else None)
+        D.requires_grad_(True)
+        return loss, fakes
+
+    # With reuse_fake, one network's last fakes are the other's first: G's forward pass and
+    # noise draw are shared, as the reference GANs' single noise draw per step is.
+    reuse = s.reuse_fake
+    if s.g_first:  # PyTorch-GAN's order: D then judges the fakes G made before it moved
+        g_loss, fakes = g_updates(None)
+        d_loss, real_out, fake_out, fakes = d_updates(fakes if reuse else None, keep_last=False)
+    else:
+        d_loss, real_out, fake_out, fakes = d_updates(None, keep_last=reuse)
+        g_loss, fakes = g_updates(fakes if reuse else None)
+    fake = fakes[0]  # (N, data_dim): the last samples G made, for the statistics
 
     with torch.no_grad():
         return torch.stack(
             [
                 d_loss,
                 g_loss,
-                torch.sigmoid(real_logits).float().mean(),
-                torch.sigmoid(fake_logits).float().mean(),
+                losses.probabilities(s.loss, real_out).float().mean(),
+                losses.probabilities(s.loss, fake_out).float().mean(),
                 fake.float().mean(),
                 fake.float().std(correction=0),
             ]
@@ -173,7 +232,9 @@ def _train(cfg: Config, folder: RunFolder) -> dict:
         folder.path,
     )
     started = time.perf_counter()
-    with ProgressBar(run.total_steps, run.step, visible=run.main) as bar, StopRequest() as stop:
+    outputs = losses.OUTPUT_LABELS[cfg.loss.name]
+    bar = ProgressBar(run.total_steps, run.step, visible=run.main, outputs=outputs)
+    with bar, StopRequest() as stop:
         while run.step < run.total_steps:
             run.train_step()
             last = run.step == run.total_steps  # the last step always logs, samples, saves
@@ -199,12 +260,12 @@ class Run:
     def __init__(self, cfg: Config, folder: RunFolder):
         t = cfg.trainer
         self.cfg, self.folder = cfg, folder
-        self.device = device = resolve_device(cfg.device.name)
+        self.device = device = training_device(cfg)
         self.main = distributed.is_main()  # under torchrun, rank 0 alone reads and writes
         self.family = family(cfg.dataset)
         seed_everything(t.seed)
         with distributed.main_first():  # rank 0 downloads data, if it must, before the others
-            stream = self.family.stream(cfg.dataset, t.batch_size, t.seed, device)
+            stream = training_stream(cfg, device)
         self.data = distributed.shard(stream)
         self.total_steps = run_length(t, self.data.batches_per_epoch)
         self.gan = GAN.build(cfg.model, cfg.optimizer, t.ema_decay, self.data.data_dim, device)
@@ -219,7 +280,9 @@ class Run:
         self.graph = graph.plan(cfg, self.gan, self.data, self.settings, device)
         # The same noise for every sample picture, so they can be compared across steps.
         fixed = torch.Generator(device).manual_seed(t.seed)
-        self.fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed)
+        # A conditional model's pictures show its classes in blocks: one per row of a grid.
+        classes = row_classes(t.num_samples, cfg.model.num_classes, device)
+        self.fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed, classes)
         self.step = 0
         # Statistics summed since the last log row; checkpoints carry them so rows resume.
         self.stats_sum, self.count = torch.zeros(len(STAT_KEYS), device=device), 0
@@ -289,7 +352,9 @@ class Run:
             stats = self.graph.step()  # the EMA update included; overwritten by the next step
         else:
             # Averaged over the processes: every rank logs the global batch's statistics.
-            stats = distributed.mean(train_step(self.gan, self.data, self.settings, self.device))
+            r1 = self.settings.r1_due(self.step)
+            stats = train_step(self.gan, self.data, self.settings, self.device, r1=r1)
+            stats = distributed.mean(stats)
             if self.gan.ema is not None:
                 self.gan.update_ema(self.cfg.trainer.ema_decay)
         self.step += 1
@@ -330,9 +395,6 @@ class Run:
         self.folder.log_picture(self.step, picture)
 
 
-# Below this many parameters in G and D, one CPU thread beats several: each op is too small to
-# share out, and threads waiting on each other cost more (much more on a busy machine).
-SMALL_MODEL = 100_000
 TORCH_THREADS = torch.get_num_threads()  # torch's own choice (OMP_NUM_THREADS, or the cores)
 
 
@@ -353,3 +415,18 @@ def cpu_threads(requested: int, gan: GAN) -> int:
     except OSError:  # not on this platform
         busy = 0
     return max(1, min(TORCH_THREADS, (os.cpu_count() or 1) - busy))
+
+
+def training_device(cfg: Config) -> torch.device:
+    """The device the run trains on: device.name resolved, and under device=auto in one
+    process, the CPU for a small model whose step would not be captured (device.auto_device).
+    Under torchrun the process group has chosen its backend for the resolved device already."""
+    device = resolve_device(cfg.device.name)
+    if cfg.device.name != "auto" or device.type == "cpu" or distributed.world_size() > 1:
+        return device
+    from gantool.models import Discriminator, Generator
+
+    dim = family(cfg.dataset).data_dim(cfg.dataset)
+    nets = (Generator(cfg.model, dim), Discriminator(cfg.model, dim))  # on the CPU: small
+    size = sum(p.numel() for net in nets for p in net.parameters())
+    return auto_device(device, size, graph.captures(cfg, device))

@@ -9,7 +9,10 @@ uses: code calls `family(cfg.dataset)` and uses what the family class provides:
                              the training batches: an object with data_dim, batch_size,
                              batches_per_epoch (None when endless), next_batch() -> a
                              (batch_size, data_dim) tensor on `device` in the model's range,
-                             state_dict() / load_state_dict() (exact resume)
+                             state_dict() / load_state_dict() (exact resume). Families
+                             with class labels (their schema's num_classes > 0) take
+                             labels=True: each row then ends in its class, for a
+                             conditional model (models.mlp.with_classes)
     check_available(cfg)     before a run starts: refuse data that cannot be had (one line)
     label, default_num       for `gantool sample`: a display name, samples without --num
     picture_formats, raw_formats, max_num(fmt)
@@ -46,8 +49,31 @@ def family(cfg):
     return FAMILIES[cfg.name]
 
 
-def build_data(cfg, batch_size: int, seed: int, device):
-    return family(cfg).stream(cfg, batch_size, seed, device)
+def build_data(cfg, batch_size: int, seed: int, device, labels: bool = False):
+    """The training stream of a dataset config; labelled rows for a conditional model."""
+    kind = family(cfg)
+    if labels:
+        return kind.stream(cfg, batch_size, seed, device, labels=True)
+    return kind.stream(cfg, batch_size, seed, device)
+
+
+def training_stream(cfg, device, seed: int | None = None):
+    """The stream a run of the whole config `cfg` trains on: trainer.batch_size packs of
+    model.d.pack samples per batch, labelled when the model is conditional; the run's seed
+    unless `seed` is given."""
+    from gantool.errors import GantoolError
+
+    t, pack = cfg.trainer, cfg.model.d.pack
+    seed = t.seed if seed is None else seed
+    try:
+        return build_data(cfg.dataset, t.batch_size * pack, seed, device, cfg.model.conditional)
+    except GantoolError as e:  # a batch too large for the data: say where its size came from
+        if pack == 1:
+            raise
+        raise GantoolError(
+            f"{e} (with model.d.pack={pack}, a batch holds trainer.batch_size={t.batch_size} "
+            f"x {pack} samples)"
+        ) from e
 
 
 def data_dim(cfg) -> int:
@@ -60,4 +86,4 @@ def check_available(cfg) -> None:
     family(cfg).check_available(cfg)
 
 
-__all__ = ["FAMILIES", "build_data", "check_available", "data_dim", "family"]
+__all__ = ["FAMILIES", "build_data", "check_available", "data_dim", "family", "training_stream"]

@@ -22,6 +22,7 @@ from torch import nn
 from gantool.config import DATASET_SCHEMAS, Config, MnistConfig
 from gantool.data.epochs import Epochs
 from gantool.errors import GantoolError
+from gantool.models.mlp import with_classes
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,20 @@ def _download(cfg: MnistConfig) -> None:
 
 
 class MnistStream(Epochs):
-    """Batches of flattened images (B, 784) in [-1, 1], reshuffled every epoch."""
+    """Batches of flattened images (B, 784) in [-1, 1], reshuffled every epoch; with `labels`,
+    (B, 785): each image's class as a last column, for a conditional model."""
 
     data_dim = 28 * 28
 
-    def __init__(self, cfg: MnistConfig, batch_size: int, seed: int, device: torch.device):
-        images, _ = load_mnist(cfg)
+    def __init__(
+        self,
+        cfg: MnistConfig,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        labels: bool = False,
+    ):
+        images, classes = load_mnist(cfg)
         if len(images) < batch_size:
             raise GantoolError(
                 f"trainer.batch_size={batch_size} is larger than the {image_set(cfg.name).label} "
@@ -161,7 +170,10 @@ class MnistStream(Epochs):
             )
         # The shuffle has its own generator, so data order survives resume exactly.
         shuffle = torch.Generator().manual_seed(seed)
-        super().__init__(to_model_range(images).to(device), batch_size, shuffle)  # (N, 784)
+        rows = to_model_range(images)  # (N, 784)
+        if labels:
+            rows = with_classes(rows, classes)  # (N, 785)
+        super().__init__(rows.to(device), batch_size, shuffle)
 
 
 PR_MAX_SAMPLES = 10_000  # precision and recall use at most this many points of each set
@@ -211,7 +223,8 @@ def evaluate(
     order = torch.randperm(len(real), generator=draws)
     reference, floor = real[order[:n]], real[order[n : 2 * n]]
     noise = torch.rand((n, real.shape[1]), generator=draws) * 2 - 1  # (n, 784) in [-1, 1)
-    fake = generate(generator, latent(cfg, n, device, seed))  # (n, 784)
+    z = latent(cfg, n, device, seed)  # (n, latent_dim [+ 1]): a conditional G's asked classes
+    fake = generate(generator, z)  # (n, 784)
     if not torch.isfinite(fake).all():
         raise GantoolError("the generator's samples are not finite (NaN or inf): nothing to score")
 
@@ -229,6 +242,10 @@ def evaluate(
     histogram, kl, num_covered = class_coverage(predicted, lenet.NUM_CLASSES)
     fld_floor, precision_real, recall_real, _ = compare(floor)
     fld_noise, precision_noise, recall_noise, _ = compare(noise)
+    asked = {}
+    if cfg.model.conditional:  # the share of samples the LeNet puts in the class asked for
+        hits = predicted.cpu() == z[:, -1].long().cpu()
+        asked = {"eval/conditional_accuracy": hits.float().mean().item()}
     return {
         "eval/num_samples": n,
         "eval/fld": fld,
@@ -244,7 +261,8 @@ def evaluate(
         "eval/fld_noise": fld_noise,
         "eval/precision_noise": precision_noise,
         "eval/recall_noise": recall_noise,
-        "eval/classifier_accuracy": classifier.accuracy,
+        "eval/classifier_accuracy": classifier.accuracy,  # on real held-out images
+        **asked,
     }
 
 

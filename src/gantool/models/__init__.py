@@ -1,5 +1,21 @@
 """The MLP generator and discriminator, built from their config."""
 
-from gantool.models.mlp import Discriminator, Generator, generate, sample_latent
+from gantool.models.mlp import (
+    Discriminator,
+    Generator,
+    generate,
+    row_classes,
+    sample_latent,
+    split_classes,
+    with_classes,
+)
 
-__all__ = ["Discriminator", "Generator", "generate", "sample_latent"]
+__all__ = [
+    "Discriminator",
+    "Generator",
+    "generate",
+    "row_classes",
+    "sample_latent",
+    "split_classes",
+    "with_classes",
+]
