@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -74,6 +75,24 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
         del os.environ["GANTOOL_CACHE_DIR"]
     else:
         os.environ["GANTOOL_CACHE_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def own_log_handlers():
+    """Each test starts and ends with the root logger's handlers as they were: an in-process
+    `gantool train` lets Hydra install handlers (train.log's among them, closed when its run
+    ends), which must not catch a later test's log lines."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from gantool.config import GaussianConfig, MnistConfig, config_dir, to_config, t
 from gantool.data import data_dim
 from gantool.errors import ConfigError
 from gantool.gan import GAN
+from gantool.models import sample_latent, with_classes
 
 CONFIGS = config_dir()
 
@@ -47,11 +48,13 @@ def test_every_option_composes_and_builds(overrides: list[str], tmp_path) -> Non
     gan = GAN.build(
         cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data_dim(cfg.dataset), torch.device("cpu")
     )
-    z = torch.rand(8, cfg.model.latent_dim)
+    z = sample_latent(8, cfg.model, torch.device("cpu"))  # a conditional G's: with classes
     fake = gan.generator(z)
     assert fake.shape == (8, data_dim(cfg.dataset))
-    logits = gan.discriminator(fake)
-    assert logits.shape == ((1, 1) if cfg.model.d.features == "moments" else (8, 1))
+    judged = with_classes(fake, z[:, -1]) if cfg.model.conditional else fake
+    logits = gan.discriminator(judged)
+    one_per_batch = cfg.model.d.features == "moments"
+    assert logits.shape == ((1, 1) if one_per_batch else (8 // cfg.model.d.pack, 1))
 
 
 def test_model_optimizer_and_trainer_follow_the_dataset() -> None:

@@ -447,3 +447,37 @@ def test_bad_arguments_are_refused_before_torch_is_imported() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "error: gantool sample: --num 0: must be from 1 to 10,000,000"
+
+
+# --- conditional generators: --label ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cgan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cgan")
+    root = write_tiny_mnist(folder / "data")
+    shrunk = ["experiment=cgan_mnist", "trainer.epochs=null", "trainer.batch_size=16", *QUICK]
+    run = folder / "run"
+    train(compose_config(mnist_overrides(root, *shrunk)), run)
+    return run
+
+
+def test_label_draws_the_asked_class(cgan_run, tmp_path, capsys) -> None:
+    for label in (3, 4):
+        out = tmp_path / f"{label}.npy"
+        assert gantool("sample", cgan_run, "--label", label, "--num", 9, "--out", out) == 0
+    threes, fours = np.load(tmp_path / "3.npy"), np.load(tmp_path / "4.npy")
+    assert threes.shape == fours.shape == (9, 28, 28)
+    assert not np.allclose(threes, fours)  # the same noise: only the class differs
+    capsys.readouterr()
+    assert gantool("sample", cgan_run, "--label", 3) == 0  # a picture named for its class
+    (picture,) = wrote(capsys)
+    assert Path(picture).parent == cgan_run / "samples"
+    assert Path(picture).name.endswith("_label_3.png")
+
+
+def test_a_bad_label_is_one_line_and_writes_nothing(cgan_run, gaussian_run, tmp_path, capsys):
+    before = files(tmp_path, cgan_run, gaussian_run)
+    assert gantool("sample", cgan_run, "--label", 10, "--out", tmp_path / "x.npy") == 2
+    assert "--label 10: this generator draws classes 0 to 9" in one_error_line(capsys)
+    assert gantool("sample", gaussian_run, "--label", 1) == 2
+    assert "this generator is not conditional" in one_error_line(capsys)
+    assert files(tmp_path, cgan_run, gaussian_run) == before

@@ -136,9 +136,9 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     calls = {"n": 0}
     d_loss = trainer.losses.d_loss
 
-    def poisoned(real_logits, fake_logits):  # turns NaN from the 5th D update on
+    def poisoned(kind, real_out, fake_out):  # turns NaN from the 5th D update on
         calls["n"] += 1
-        loss = d_loss(real_logits, fake_logits)
+        loss = d_loss(kind, real_out, fake_out)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
     monkeypatch.setattr(trainer.losses, "d_loss", poisoned)
