@@ -437,3 +437,12 @@ def test_g_first_d_judges_the_fakes_of_gs_update(reuse: bool) -> None:
     assert torch.equal(judged[2], made[0]) is reuse
     if not reuse:
         assert torch.equal(judged[2], made[1])
+
+
+def test_the_wgan_gp_variant_takes_each_datasets_penalty_weight() -> None:
+    """λ = 0.1 on the toy sets (the WGAN-GP authors' gan_toy.py), 10 on images; 5 critic
+    updates and no R1 beside the penalty, whatever the dataset's R1."""
+    for dataset, weight in (("gaussian", 0.1), ("ring", 0.1), ("grid", 0.1), ("mnist", 10.0)):
+        loss = compose_config([f"dataset={dataset}", "variant=wgan_gp"]).loss
+        assert (loss.name, loss.gp_lambda, loss.r1_gamma) == ("wgan_gp", weight, 0.0), dataset
+    assert compose_config(["variant=wgan_gp"]).trainer.d_steps == 5
