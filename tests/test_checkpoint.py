@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import FAST, compose_config
 from gantool.checkpoint import (
     CHECKPOINT_KEYS,
+    check_resumable,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
+from gantool.config import to_dict
 from gantool.errors import GantoolError
 
 
@@ -97,3 +100,16 @@ def test_a_file_without_gantools_keys_is_not_a_checkpoint(tmp_path: Path, conten
     torch.save(content, path)
     with pytest.raises(GantoolError, match=f"{path} is not a gantool checkpoint: {message}"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_from_before_a_key_existed_resumes(tmp_path: Path) -> None:
+    """An older gantool's config lacks the keys added since; they held their defaults then."""
+    now = to_dict(compose_config(FAST))
+    older = to_dict(compose_config(FAST))
+    for key in ("spectral_norm", "pack", "first_block_plain"):
+        del older["model"]["d"][key]
+    del older["model"]["conditional"]
+    check_resumable(older, now, tmp_path / "step.pt")  # nothing differs
+    packed = to_dict(compose_config([*FAST, "model.d.pack=2"]))
+    with pytest.raises(GantoolError, match=r"model\.d\.pack \(1 -> 2\)"):
+        check_resumable(older, packed, tmp_path / "step.pt")

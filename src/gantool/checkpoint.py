@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from gantool.config import Config, to_dict
+from gantool.config import Config, defaults, to_dict
 from gantool.errors import GantoolError, first_line
 from gantool.outputs import atomic_write
 from gantool.run_folder import RunFolder
@@ -197,6 +197,10 @@ def check_resumable(saved: dict, now: dict, path: Path) -> None:
     A different optimizer (adam -> sgd) could not take over the saved optimizer state.
     """
     before, after = flatten(saved), flatten(now)
+    # A key gantool gained after the checkpoint was written held its default then.
+    for key, value in flatten(defaults()).items():
+        if key in after and key not in before:
+            before[key] = value
     keys = sorted(
         k
         for k in before.keys() | after.keys()

@@ -523,6 +523,12 @@ def load_config(overrides: list[str]) -> Config:
     return to_config(composed)
 
 
+def defaults() -> dict:
+    """Every schema default but the dataset's, as plain values: what a key that a saved config
+    lacks (an older gantool's) meant."""
+    return OmegaConf.to_container(OmegaConf.structured(Config))
+
+
 def to_dict(config: Config) -> dict:
     """The config as plain Python values, for checkpoints and summaries."""
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
