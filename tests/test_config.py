@@ -38,6 +38,11 @@ def dataset_for(group: str, name: str) -> list[str]:
         for name in options(group)
     ]
     + [[f"experiment={name}"] for name in options("experiment")]
+    + [
+        [f"variant={name}", *extra]
+        for name in options("variant")
+        for extra in ([], ["dataset=mnist"])
+    ]
     + [["device=cpu"], ["device=auto"], ["loss.g_loss=minimax"]],
     ids=lambda o: o[0],
 )

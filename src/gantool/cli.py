@@ -45,8 +45,10 @@ options:
 examples:
   gantool train                                   # the 1-D Gaussian N(4, 1.25²)
   gantool train dataset=mnist dataset.root=data   # the MLP GAN on MNIST
-  gantool train experiment=keras_mnist            # a preset: seed_gaussian, seed_mnist, keras_mnist
+  gantool train experiment=keras_mnist            # a preset (`gantool train --help` lists them)
+  gantool train dataset=ring loss=hinge           # a GAN variant: also lsgan, wgan_gp, ...
   gantool train -m optimizer.g.lr=1e-3,2e-4       # a sweep, one folder per job
+  gantool train -m dataset=ring variant=bce,wgan_gp,pack2  # GAN variants compared in one sweep
   torchrun --standalone --nproc_per_node=2 -m gantool train   # data-parallel (DDP), 2 processes
   gantool resume outputs/2026-01-01/12-00-00-4242 trainer.steps=4000
   gantool report outputs/multirun/2026-01-01/12-00-00-4242 --sort w1
