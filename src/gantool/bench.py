@@ -413,12 +413,12 @@ def graph_rows(
     tf32 = matmul_rate(device, tf32=True)
     report(f"tf32 matmul rate: {tf32 / 1e9:.1f} GFLOP/s")
     cfg = mnist_config(root, opts.graph_batch_sizes[0], opts.device, False)
+    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, 784, device)
+    per_image = step_flops(cfg, gan) / cfg.trainer.batch_size  # the same at any batch size
     rows = bench_graph(cfg, opts.graph_batch_sizes, opts.steps, opts.warmup)
     for row in rows:
         batch = row["batch_size"]
-        c = mnist_config(root, batch, opts.device, False)
-        gan = GAN.build(c.model, c.optimizer, 0.0, 784, device)
-        flops = step_flops(c, gan) * row["graph_images_per_s"] / batch
+        flops = per_image * row["graph_images_per_s"]
         row.update(mfu_fp32=flops / rate, mfu_tf32=flops / tf32)
         report(
             f"seed_mnist batch {batch}: graph {row['graph_images_per_s']:,.0f} images/s "

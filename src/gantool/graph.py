@@ -61,7 +61,7 @@ def plan(cfg: Config, gan: GAN, data, settings, device: torch.device) -> GraphSt
     wanted = cfg.trainer.cuda_graph
     if wanted is False:
         return None
-    why_not = reason_not(device, distributed.world_size(), _lazy_r1(cfg))
+    why_not = _reason_not(cfg, device)
     if why_not is None:
         return GraphStep(cfg, gan, data, settings, device)
     if wanted is True or device.type == "cuda":
@@ -73,13 +73,13 @@ def plan(cfg: Config, gan: GAN, data, settings, device: torch.device) -> GraphSt
 def captures(cfg: Config, device: torch.device) -> bool:
     """Whether a run of this config on `device` would capture its step (when the capture
     itself succeeds)."""
-    if cfg.trainer.cuda_graph is False:
-        return False
-    return reason_not(device, distributed.world_size(), _lazy_r1(cfg)) is None
+    return cfg.trainer.cuda_graph is not False and _reason_not(cfg, device) is None
 
 
-def _lazy_r1(cfg: Config) -> bool:
-    return cfg.loss.r1_gamma > 0 and cfg.loss.r1_every > 1
+def _reason_not(cfg: Config, device: torch.device) -> str | None:
+    """reason_not for a run of this config in this process."""
+    lazy_r1 = cfg.loss.r1_gamma > 0 and cfg.loss.r1_every > 1
+    return reason_not(device, distributed.world_size(), lazy_r1)
 
 
 def reason_not(device: torch.device, world_size: int, r1_lazy: bool = False) -> str | None:

@@ -22,7 +22,7 @@ from torch import nn
 from gantool.config import DATASET_SCHEMAS, Config, MnistConfig
 from gantool.data.epochs import Epochs
 from gantool.errors import GantoolError
-from gantool.models.mlp import with_classes
+from gantool.models.mlp import split_classes, with_classes
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,8 @@ def evaluate(
     fld_noise, precision_noise, recall_noise, _ = compare(noise)
     asked = {}
     if cfg.model.conditional:  # the share of samples the LeNet puts in the class asked for
-        hits = predicted.cpu() == z[:, -1].long().cpu()
+        _, asked_classes = split_classes(z)
+        hits = predicted.cpu() == asked_classes.cpu()
         asked = {"eval/conditional_accuracy": hits.float().mean().item()}
     return {
         "eval/num_samples": n,
