@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from gantool.config import Config, load_config
-from gantool.data.mnist import write_idx
+from gantool.config.schema import Config
+from gantool.datasets.mnist import write_idx
+from gantool.datasets.registry import load_config
 
 # Tests that need "no CUDA here" skip on a machine with a GPU.
 CUDA = torch.cuda.is_available()
@@ -121,6 +123,8 @@ def only_run_dir(outputs: Path) -> Path:
 
 def equal_state(a, b) -> bool:
     """Exact equality of nested checkpoint state: tensors bit for bit, containers by item."""
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b) and equal_state(vars(a), vars(b))
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and torch.equal(a, b)
     if isinstance(a, dict):

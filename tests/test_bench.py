@@ -10,10 +10,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import compose_config
-from gantool.bench import BenchOptions, print_bench, run_bench, step_flops
-from gantool.data import build_data
-from gantool.gan import GAN
-from gantool.trainer import StepSettings, train_step
+from gantool.app.bench import BenchOptions, print_bench, run_bench, step_flops
+from gantool.datasets.registry import family
+from gantool.training.gan import GAN
+from gantool.training.step import GANStep, StepSettings
 
 CPU = torch.device("cpu")
 
@@ -33,10 +33,10 @@ def test_analytic_flops_equal_the_executed_matmuls(tiny_mnist: Path, extra: list
             *extra,
         ]
     )
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
+    data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     with FlopCounterMode(display=False) as counter:
-        train_step(gan, data, StepSettings.of(cfg), CPU)
+        GANStep(gan, StepSettings.of(cfg), CPU)(data)
     assert step_flops(cfg, gan) == counter.get_total_flops()
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import CUDA, FAST, assert_sweep_with_a_failed_job, only_run_dir, run_cli
-from gantool.outputs import MetricsLog
-from gantool.preflight import merge_overrides
+from gantool.app.preflight import merge_overrides
+from gantool.core.files import MetricsLog
 
 
 def test_help_is_fast_and_imports_no_torch() -> None:
     code = (
-        "import sys; from gantool.cli import main; main(['--help']); "
+        "import sys; from gantool.app.cli import main; main(['--help']); "
         "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,11 +8,12 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FAST, compose_config
-from gantool.config import GaussianConfig, MnistConfig, config_dir, to_config, to_dict
-from gantool.data import data_dim
-from gantool.errors import ConfigError
-from gantool.gan import GAN
-from gantool.models import sample_latent, with_classes
+from gantool.config.compose import config_dir, to_dict
+from gantool.config.datasets import GaussianConfig, MnistConfig
+from gantool.core.errors import ConfigError
+from gantool.datasets.registry import family, to_config
+from gantool.nn.mlp import sample_latent, with_classes
+from gantool.training.gan import GAN
 
 CONFIGS = config_dir()
 
@@ -51,11 +52,15 @@ def test_every_option_composes_and_builds(overrides: list[str], tmp_path) -> Non
     np.savetxt(vectors, np.random.default_rng(0).normal(size=(8, 3)), delimiter=",")
     cfg = compose_config([o.replace("VECTORS_FILE", str(vectors)) for o in overrides])
     gan = GAN.build(
-        cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data_dim(cfg.dataset), torch.device("cpu")
+        cfg.model,
+        cfg.optimizer,
+        cfg.trainer.ema_decay,
+        family(cfg.dataset).data_dim(cfg.dataset),
+        torch.device("cpu"),
     )
     z = sample_latent(8, cfg.model, torch.device("cpu"))  # a conditional G's: with classes
     fake = gan.generator(z)
-    assert fake.shape == (8, data_dim(cfg.dataset))
+    assert fake.shape == (8, family(cfg.dataset).data_dim(cfg.dataset))
     judged = with_classes(fake, z[:, -1]) if cfg.model.conditional else fake
     logits = gan.discriminator(judged)
     one_per_batch = cfg.model.d.features == "moments"

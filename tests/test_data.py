@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import write_tiny_mnist
-from gantool.config import GaussianConfig, MnistConfig
-from gantool.data.gaussian import GaussianStream
-from gantool.data.mnist import IMAGES_MAGIC, MnistStream, load_mnist, read_idx, write_idx
-from gantool.errors import GantoolError
+from gantool.config.datasets import GaussianConfig, MnistConfig
+from gantool.core.errors import GantoolError
+from gantool.datasets.gaussian import GaussianStream
+from gantool.datasets.mnist import IMAGES_MAGIC, MnistStream, load_mnist, read_idx, write_idx
 
 CPU = torch.device("cpu")
 

@@ -21,14 +21,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import FAST, compose_config, equal_state, only_run_dir
-from gantool import distributed, losses
-from gantool.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from gantool.config import DiscriminatorConfig, GaussianConfig, GeneratorConfig, ModelConfig
-from gantool.data.gaussian import GaussianStream
-from gantool.errors import ConfigError, GantoolError
-from gantool.models import Discriminator, Generator
-from gantool.outputs import MetricsLog
-from gantool.trainer import train
+from gantool.app.job import train
+from gantool.config.datasets import GaussianConfig
+from gantool.config.schema import DiscriminatorConfig, GeneratorConfig, LossConfig, ModelConfig
+from gantool.core.errors import ConfigError, GantoolError
+from gantool.core.files import MetricsLog
+from gantool.datasets.gaussian import GaussianStream
+from gantool.nn import losses
+from gantool.nn.losses import BCE
+from gantool.nn.mlp import Discriminator, Generator
+from gantool.runtime import distributed
+from gantool.training.checkpointer import latest_checkpoint, list_checkpoints
+from gantool.training.codec import load as load_checkpoint
 
 # The Gaussian default (R1 on, so D's step differentiates twice) with BatchNorm in G and EMA.
 DDP_RUN = [*FAST, "trainer.batch_size=256", "model.g.batch_norm=true", "trainer.ema_decay=0.5"]
@@ -68,7 +72,7 @@ def _two_ranks_match_one_process(rank: int, port: int) -> None:
         def d_step(D, real, fake) -> None:
             real = real.clone().requires_grad_(True)
             real_logits = D(real)
-            loss = losses.d_loss("bce", real_logits, D(fake))
+            loss = BCE(LossConfig()).d_loss(real_logits, D(fake))
             (loss + 5.0 * losses.r1_penalty(real_logits, real)).backward()
 
         d_step(D, real[mine], fake[mine])
@@ -81,8 +85,8 @@ def _two_ranks_match_one_process(rank: int, port: int) -> None:
         # G's step through a D that needs no gradients of its own.
         D.requires_grad_(False)
         D_one.requires_grad_(False)
-        losses.g_loss("bce", D(G(z[mine]))).backward()
-        losses.g_loss("bce", D_one(G_one(z))).backward()
+        BCE(LossConfig()).g_loss(D(G(z[mine]))).backward()
+        BCE(LossConfig()).g_loss(D_one(G_one(z))).backward()
         for p, p_one in zip(G.parameters(), G_one.parameters(), strict=True):
             torch.testing.assert_close(p.grad, p_one.grad)
 
@@ -128,9 +132,8 @@ def test_two_processes_write_one_run_that_one_process_resumes(tmp_path: Path) ->
     assert "All 2 processes held the same weights at every checkpoint" in log
 
     state = load_checkpoint(latest_checkpoint(run))
-    assert not any(k.startswith("module.") for part in state["gan"].values() for k in part)
-    first, second = state["rng_by_rank"]
-    assert torch.equal(first["torch"], state["rng"]["torch"])
+    assert not any(k.startswith("module.") for part in state.gan.values() for k in part)
+    first, second = state.rng  # rank 0's first
     assert not torch.equal(first["torch"], second["torch"])  # each rank draws its own noise
 
     # A checkpoint of two processes resumes in one.
@@ -195,14 +198,14 @@ def test_a_one_process_checkpoint_resumes_in_two(tmp_path: Path, tiny_mnist: Pat
     once = torchrun("train", *mnist, "trainer.steps=3", cwd=tmp_path, temp=temp, nproc=1)
     assert once.returncode == 0, once.stderr
     run = only_run_dir(tmp_path / "outputs")
-    assert "rng_by_rank" not in load_checkpoint(latest_checkpoint(run))
+    assert len(load_checkpoint(latest_checkpoint(run)).rng) == 1
 
     resumed = torchrun("resume", str(run), "trainer.steps=6", cwd=tmp_path, temp=temp)
     assert resumed.returncode == 0, resumed.stderr
     assert only_run_dir(tmp_path / "outputs") == run
     assert "Resumed from" in (run / "train.log").read_text()
     state = load_checkpoint(latest_checkpoint(run))
-    assert state["step"] == 6 and len(state["rng_by_rank"]) == 2
+    assert state.step == 6 and len(state.rng) == 2
     assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6]
 
 
@@ -226,7 +229,7 @@ def test_a_two_process_run_resumed_in_two_continues_bit_for_bit(tmp_path: Path) 
     assert resumed.returncode == 0, resumed.stderr
 
     a, b = (load_checkpoint(latest_checkpoint(run)) for run in (full, split))
-    assert a["step"] == b["step"] == 6
+    assert a.step == b.step == 6
     for key in ("gan", "data", "rng_by_rank", "stats"):
         assert equal_state(a[key], b[key]), key
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()

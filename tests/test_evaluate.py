@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from conftest import FAST, compose_config, equal_state, write_tiny_mnist
-from gantool import lenet
-from gantool.config import HIGHER_IS_BETTER, GaussianConfig, MnistConfig
-from gantool.data.mnist import load_mnist, to_model_range
-from gantool.evaluate import evaluate
-from gantool.models import Generator
+from gantool.config.datasets import GaussianConfig, MnistConfig
+from gantool.config.metrics import HIGHER_IS_BETTER
+from gantool.datasets import mnist
+from gantool.datasets.mnist import load_mnist, to_model_range
+from gantool.datasets.registry import evaluate
+from gantool.nn import lenet
+from gantool.nn.mlp import Generator
 
 CPU = torch.device("cpu")
 TINY = lenet.Recipe(steps=40, batch_size=16)  # a training budget of a fraction of a second
@@ -71,7 +73,7 @@ def test_lenet_shapes() -> None:
 
 
 def test_training_is_seeded_and_leaves_the_global_rng_alone(tiny_mnist: Path) -> None:
-    _, train, heldout = lenet.training_data(tiny_mnist, TINY)
+    _, train, heldout = mnist.training_data(tiny_mnist, TINY)
     before = torch.get_rng_state()
     first, accuracy = lenet.train_lenet(train, heldout, CPU, TINY)
     assert torch.equal(torch.get_rng_state(), before)
@@ -83,7 +85,7 @@ def test_training_is_seeded_and_leaves_the_global_rng_alone(tiny_mnist: Path) ->
 
 def test_small_datasets_get_at_most_max_epochs(tiny_mnist: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="gantool")
-    _, train, heldout = lenet.training_data(tiny_mnist)
+    _, train, heldout = mnist.training_data(tiny_mnist)
     lenet.train_lenet(train, heldout, CPU)  # the default recipe: 1500 steps of up to 128
     # 51 images make one batch of 51: 30 epochs are 30 steps.
     assert "on 51 MNIST images for 30 steps" in caplog.text
@@ -91,19 +93,19 @@ def test_small_datasets_get_at_most_max_epochs(tiny_mnist: Path, caplog) -> None
 
 def test_one_split_is_cut_80_20_and_train_is_preferred(tmp_path: Path) -> None:
     root = write_tiny_mnist(tmp_path / "data", "test", num=50)
-    split, train, heldout = lenet.training_data(root, TINY)
+    split, train, heldout = mnist.training_data(root, TINY)
     assert split == "test" and (len(train[0]), len(heldout[0])) == (40, 10)
     write_tiny_mnist(root, "train", num=70)
-    split, train, heldout = lenet.training_data(root, TINY)
+    split, train, heldout = mnist.training_data(root, TINY)
     assert split == "train" and (len(train[0]), len(heldout[0])) == (70, 50)
 
 
 def test_the_cached_classifier_is_reused(tiny_mnist: Path, cache_in_tmp: Path, monkeypatch) -> None:
     calls = count_trainings(monkeypatch)
-    first = lenet.load_classifier(tiny_mnist, CPU, BARE)
+    first = mnist.load_classifier(tiny_mnist, CPU, BARE)
     assert calls == [1] and first.path.parent == cache_in_tmp and first.path.is_file()
     assert first.path.name.startswith("lenet-") and first.train_split == "test"
-    second = lenet.load_classifier(tiny_mnist, CPU, BARE)
+    second = mnist.load_classifier(tiny_mnist, CPU, BARE)
     assert calls == [1]  # no retraining
     assert second.accuracy == first.accuracy
     assert equal_state(first.net.state_dict(), second.net.state_dict())
@@ -112,7 +114,7 @@ def test_the_cached_classifier_is_reused(tiny_mnist: Path, cache_in_tmp: Path, m
 
 def test_the_cache_key_follows_the_data_and_the_recipe(tmp_path: Path) -> None:
     root = write_tiny_mnist(tmp_path / "a")
-    _, train, heldout = lenet.training_data(root, BARE)
+    _, train, heldout = mnist.training_data(root, BARE)
     key = lenet.cache_key(train, heldout, BARE)
     assert lenet.cache_key(train, heldout, BARE) == key
     images = train[0].clone()
@@ -124,20 +126,20 @@ def test_the_cache_key_follows_the_data_and_the_recipe(tmp_path: Path) -> None:
     assert lenet.cache_key(train, heldout, dataclasses.replace(BARE, steps=4)) != key
     other = write_tiny_mnist(tmp_path / "b", num=65)
     assert (
-        lenet.load_classifier(root, CPU, BARE).path != lenet.load_classifier(other, CPU, BARE).path
+        mnist.load_classifier(root, CPU, BARE).path != mnist.load_classifier(other, CPU, BARE).path
     )
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", "wrong key"])
 def test_a_corrupt_cache_is_retrained(tiny_mnist: Path, monkeypatch, content, caplog) -> None:
-    path = lenet.load_classifier(tiny_mnist, CPU, BARE).path
+    path = mnist.load_classifier(tiny_mnist, CPU, BARE).path
     if content == "wrong key":  # a readable file that belongs to other data
         state = torch.load(path, weights_only=True)
         torch.save({**state, "key": "0" * 20}, path)
     else:
         path.write_bytes(content)
     calls = count_trainings(monkeypatch)
-    classifier = lenet.load_classifier(tiny_mnist, CPU, BARE)
+    classifier = mnist.load_classifier(tiny_mnist, CPU, BARE)
     assert calls == [1] and "Ignoring the unusable LeNet cache" in caplog.text
     assert torch.load(path, weights_only=True)["accuracy"] == classifier.accuracy
 
@@ -146,7 +148,7 @@ def test_an_unwritable_cache_only_warns(tiny_mnist: Path, tmp_path: Path, monkey
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("GANTOOL_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot exist
-    classifier = lenet.load_classifier(tiny_mnist, CPU, BARE)
+    classifier = mnist.load_classifier(tiny_mnist, CPU, BARE)
     assert "Cannot cache the LeNet" in caplog.text
     assert classifier.embed(torch.zeros(2, 784))[0].shape == (2, BARE.num_features)
 
@@ -221,7 +223,7 @@ def test_evaluate_mnist_calibration_and_mode_collapse(tiny_mnist: Path, caplog) 
 def test_real_mnist_lenet_reaches_97_percent_and_calibrates() -> None:
     """The default recipe on the real test split: about a minute of training on 2 cores."""
     root = os.environ["GANTOOL_MNIST_ROOT"]
-    classifier = lenet.load_classifier(root, CPU)
+    classifier = mnist.load_classifier(root, CPU)
     assert classifier.accuracy >= lenet.MIN_ACCURACY
     assert (classifier.num_train, classifier.num_heldout) == (8000, 2000)
 

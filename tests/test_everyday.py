@@ -17,13 +17,14 @@ import pytest
 import torch
 
 from conftest import CUDA, FAST, compose_config, run_cli, write_tiny_mnist
-from gantool import cli
-from gantool.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from gantool.distributed import check_gpus
-from gantool.errors import ConfigError, GantoolError
-from gantool.outputs import MetricsLog
-from gantool.run_folder import RunFolder, Summary
-from gantool.trainer import train
+from gantool.app import cli, job
+from gantool.app.job import train
+from gantool.core.errors import ConfigError, GantoolError
+from gantool.core.files import MetricsLog
+from gantool.runtime.distributed import check_gpus
+from gantool.training.checkpointer import latest_checkpoint, list_checkpoints
+from gantool.training.codec import load as load_checkpoint
+from gantool.training.run_folder import RunFolder, Summary
 
 # --- any run length ---------------------------------------------------------------------------
 # The real configs with their own intervals, made quick where that changes nothing of interest.
@@ -206,7 +207,7 @@ def test_train_into_a_folder_holding_a_run_is_refused(finished_run, capsys) -> N
 # --- one process per run folder ---------------------------------------------------------------
 HOLD_LOCK = """
 import sys, time
-from gantool.run_folder import RunFolder, Summary
+from gantool.training.run_folder import RunFolder, Summary
 with RunFolder(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(60)
@@ -285,11 +286,11 @@ def test_a_full_disk_says_so(tmp_path: Path, monkeypatch) -> None:
 
 CTRL_C_IN_EVALUATION = """
 import sys
-import gantool.finish
+import gantool.training.finish
 def interrupted(*args, **kwargs):
     raise KeyboardInterrupt
-gantool.finish.evaluate = interrupted
-from gantool.cli import main
+gantool.training.finish.evaluate = interrupted
+from gantool.app.cli import main
 main(["train", *sys.argv[1:]])
 """
 
@@ -308,7 +309,7 @@ def test_ctrl_c_in_the_evaluation_is_one_line_and_an_interrupted_summary(tmp_pat
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"gantool eval {run}" in lines[0]
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
-    assert load_checkpoint(latest_checkpoint(run))["step"] == 6
+    assert load_checkpoint(latest_checkpoint(run)).step == 6
 
 
 CTRL_C_IN_IMPORTS = """
@@ -319,7 +320,7 @@ def interrupted(name, *args, **kwargs):
         raise KeyboardInterrupt
     return real(name, *args, **kwargs)
 builtins.__import__ = interrupted
-from gantool.cli import main
+from gantool.app.cli import main
 main(["train"])
 """
 
@@ -347,29 +348,22 @@ def test_more_processes_than_gpus_is_refused_before_any_group_starts() -> None:
 # --- sweeps and threads --------------------------------------------------------------------------
 def test_a_sweeper_minimises_the_distance_to_a_target() -> None:
     targets = {"eval/std": 1.25, "eval/w1": 0.0}
-    assert cli.sweep_objective({"name": "eval/std", "value": 1.0}, targets) == 0.25
-    assert cli.sweep_objective({"name": "eval/std", "value": 1.5}, targets) == 0.25
-    assert cli.sweep_objective({"name": "eval/fld", "value": 7.0}, targets) == 7.0
-    assert cli.sweep_objective({"name": "eval/std", "value": None}, targets) is None
+    assert job.sweep_objective({"name": "eval/std", "value": 1.0}, targets) == 0.25
+    assert job.sweep_objective({"name": "eval/std", "value": 1.5}, targets) == 0.25
+    assert job.sweep_objective({"name": "eval/fld", "value": 7.0}, targets) == 7.0
+    assert job.sweep_objective({"name": "eval/std", "value": None}, targets) is None
 
 
 def test_auto_threads_leave_busy_cores_alone(monkeypatch) -> None:
-    from gantool import trainer
-
-    class Sized:
-        def __init__(self, size: int):
-            self.size = size
-
-        def num_parameters(self) -> int:
-            return self.size
+    from gantool.runtime import threads as trainer
 
     monkeypatch.setattr(trainer, "TORCH_THREADS", 8)
     monkeypatch.setattr(trainer.os, "cpu_count", lambda: 8)
-    assert trainer.cpu_threads(3, Sized(10**6)) == 3  # asked for
-    assert trainer.cpu_threads(0, Sized(1000)) == 1  # a small model
+    assert trainer.cpu_threads(3, 10**6) == 3  # asked for
+    assert trainer.cpu_threads(0, 1000) == 1  # a small model
     monkeypatch.setattr(trainer.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert trainer.cpu_threads(0, Sized(10**6)) == 8  # an idle machine
+    assert trainer.cpu_threads(0, 10**6) == 8  # an idle machine
     monkeypatch.setattr(trainer.os, "getloadavg", lambda: (5.6, 0.0, 0.0))
-    assert trainer.cpu_threads(0, Sized(10**6)) == 2
+    assert trainer.cpu_threads(0, 10**6) == 2
     monkeypatch.setattr(trainer.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
-    assert trainer.cpu_threads(0, Sized(10**6)) == 1
+    assert trainer.cpu_threads(0, 10**6) == 1

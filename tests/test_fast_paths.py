@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import FAST, compose_config
-from gantool.data import build_data
-from gantool.gan import GAN
-from gantool.optim import build_optimizer
-from gantool.rng import seed_everything
-from gantool.trainer import STAT_KEYS, StepSettings, train_step
+from gantool.datasets.registry import family
+from gantool.nn.optim import build_optimizer
+from gantool.runtime.rng import seed_everything
+from gantool.training.gan import GAN
+from gantool.training.step import STAT_KEYS, GANStep, StepSettings
 
 CPU = torch.device("cpu")
 
@@ -21,9 +21,9 @@ def first_steps(overrides: list[str], num: int = 3) -> tuple[torch.Tensor, GAN]:
     """STAT_KEYS of the first `num` steps (num, 6), from a fresh seeded start."""
     cfg = compose_config([*FAST, *overrides])
     seed_everything(cfg.trainer.seed)
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, cfg.trainer.seed, CPU)
+    data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, cfg.trainer.seed, CPU)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
-    return torch.stack([train_step(gan, data, StepSettings.of(cfg), CPU) for _ in range(num)]), gan
+    return torch.stack([GANStep(gan, StepSettings.of(cfg), CPU)(data) for _ in range(num)]), gan
 
 
 D_LOSS, G_LOSS = STAT_KEYS.index("train/d_loss"), STAT_KEYS.index("train/g_loss")
@@ -43,18 +43,18 @@ def test_reused_fakes_are_the_d_updates_fakes() -> None:
     """With reuse, G's loss is computed on the very batch D just saw as fake."""
     cfg = compose_config([*FAST, "trainer.reuse_fake=true", "loss.r1_gamma=0"])
     seed_everything(0)
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
+    data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     seen = []
     gan.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
-    train_step(gan, data, StepSettings.of(cfg), CPU)
+    GANStep(gan, StepSettings.of(cfg), CPU)(data)
     real, fake_for_d, fake_for_g = seen
     assert torch.equal(fake_for_d, fake_for_g) and not torch.equal(real, fake_for_d)
 
 
 def test_d_trains_only_in_its_own_update() -> None:
     cfg = compose_config(FAST)
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
+    data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     D = gan.discriminator
     at_d_update = []
@@ -63,7 +63,7 @@ def test_d_trains_only_in_its_own_update() -> None:
         at_d_update.append([p.grad.clone() for p in D.parameters()]),
         step(),
     )
-    train_step(gan, data, StepSettings.of(cfg), CPU)
+    GANStep(gan, StepSettings.of(cfg), CPU)(data)
     assert all(p.requires_grad for p in D.parameters())  # switched back on after G's update
     # G's update computed no gradients for D: D's are still those of its own update.
     for g, p in zip(at_d_update[-1], D.parameters(), strict=True):

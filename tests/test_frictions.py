@@ -18,11 +18,11 @@ import pytest
 import yaml
 from rich.console import Console, Group
 
-import gantool.console
+import gantool.core.console
 from conftest import FAST, only_run_dir
-from gantool.cli import COMMANDS, main
-from gantool.console import LogHandler, ProgressBar
-from gantool.report import load_jobs, report, sort_jobs
+from gantool.app.cli import COMMANDS, main
+from gantool.app.report import load_jobs, report, sort_jobs
+from gantool.core.console import LogHandler, ProgressBar
 from test_report import table_rows, write_job
 
 ROW = {
@@ -42,7 +42,7 @@ STATS = "D 1.234  G 0.710  D(x) 0.55  D(G(z)) 0.45  mean 3.980  std 1.240"
 @pytest.fixture
 def progress_log():
     """gantool's console log handler on the progress logger, as Hydra's job_logging sets it."""
-    logger = logging.getLogger("gantool.console")
+    logger = logging.getLogger("gantool.core.console")
     handler = LogHandler(show_path=False, show_time=False)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -80,7 +80,7 @@ def test_progress_line_eta_is_the_pace_since_start_including_a_resumed_run() -> 
 def render_bar(monkeypatch, width: int) -> list[str]:
     """The live bar as a terminal `width` columns wide shows it, mid-run with statistics."""
     screen = Console(width=width, force_terminal=True, file=io.StringIO(), record=True)
-    monkeypatch.setattr(gantool.console, "console", screen)
+    monkeypatch.setattr(gantool.core.console, "console", screen)
     bar = ProgressBar(2000, 0)  # not started: no live thread, only its renderables
     bar.update(1234, ROW)
     screen.print(Group(*bar.progress.get_renderables()))
@@ -223,7 +223,7 @@ HEADERS = [
 def test_report_fits_the_terminal_and_breaks_no_header_word(
     four_jobs: Path, monkeypatch, capsys, width: int
 ) -> None:
-    monkeypatch.setattr(gantool.console.console, "width", width)
+    monkeypatch.setattr(gantool.core.console.console, "width", width)
     report(four_jobs)
     out = capsys.readouterr().out
     table_lines = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
@@ -305,7 +305,7 @@ def test_report_sorted_by_a_targeted_objective_says_so_and_bolds_the_nearest(
             dataset={"mean": 4.0, "std": 1.25},
         )
     screen = Console(width=200, force_terminal=True, file=io.StringIO(), record=True)
-    monkeypatch.setattr(gantool.console, "console", screen)
+    monkeypatch.setattr(gantool.core.console, "console", screen)
     report(root, "objective")
     out = screen.export_text(clear=False)
     assert "3 jobs, best objective first (nearest its target)" in out

@@ -17,15 +17,18 @@ import pytest
 import torch
 
 from conftest import CUDA, FAST, compose_config, equal_state, mnist_overrides
-from gantool import graph
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.data import build_data, training_stream
-from gantool.errors import ConfigError
-from gantool.gan import GAN
-from gantool.optim import IMPLEMENTATION_KEYS, build_optimizer
-from gantool.outputs import MetricsLog
-from gantool.rng import seed_everything
-from gantool.trainer import StepSettings, train
+from gantool.app.bench import bench_graph
+from gantool.app.job import train
+from gantool.core.errors import ConfigError
+from gantool.core.files import MetricsLog
+from gantool.datasets.registry import family, training_stream
+from gantool.nn.optim import IMPLEMENTATION_KEYS, build_optimizer
+from gantool.runtime.rng import seed_everything
+from gantool.training import graph
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
+from gantool.training.gan import GAN
+from gantool.training.step import GANStep, StepSettings
 
 CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not CUDA, reason="captures a CUDA graph: needs a GPU")
@@ -83,8 +86,8 @@ def fresh(args: list[str], device: torch.device = CPU):
 def eager_run(args: list[str], num: int, device: torch.device = CPU):
     """STAT_KEYS of `num` eager steps (num, 6), and the GAN after them."""
     cfg, gan, data = fresh(args, device)
-    settings, decay = StepSettings.of(cfg), cfg.trainer.ema_decay
-    stats = [graph.eager_step(gan, data, settings, device, decay) for _ in range(num)]
+    step = GANStep(gan, StepSettings.of(cfg), device)
+    stats = [step(data) for _ in range(num)]
     return torch.stack(stats), gan
 
 
@@ -133,8 +136,8 @@ def test_the_graph_safe_step_is_the_eager_step_bit_for_bit(case: str, tiny_mnist
 
 def test_static_batches_hand_out_the_streams_batches_in_order() -> None:
     cfg = compose_config([*FAST, "trainer.batch_size=8"])
-    stream = build_data(cfg.dataset, 8, 0, CPU)
-    same = build_data(cfg.dataset, 8, 0, CPU)
+    stream = family(cfg.dataset).stream(cfg.dataset, 8, 0, CPU)
+    same = family(cfg.dataset).stream(cfg.dataset, 8, 0, CPU)
     batches = graph.StaticBatches(stream, 3)
     for _ in range(2):
         batches.fill()
@@ -162,7 +165,7 @@ def test_a_failed_capture_falls_back_to_the_eager_step(
 
     monkeypatch.setattr(graph, "warming_up", lambda stream: contextlib.nullcontext())
     monkeypatch.setattr(graph, "capture", failing_capture)
-    with caplog.at_level(logging.INFO, logger="gantool.graph"):
+    with caplog.at_level(logging.INFO, logger="gantool.training.graph"):
         stats = torch.stack([step.step().clone() for _ in range(graph.WARMUP_STEPS + 3)])
     assert step.failed and step.stream is None
     assert caplog.messages == [
@@ -186,7 +189,7 @@ def graph_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(graph, "reason_not", lambda *args: None)
 
 
-def checkpoint_state(run_dir: Path) -> dict:
+def checkpoint_state(run_dir: Path):
     return load_checkpoint(latest_checkpoint(run_dir))
 
 
@@ -198,7 +201,7 @@ def test_the_trainer_on_the_graph_path_trains_as_the_eager_one(
     train(compose_config([*args, "trainer.cuda_graph=false"]), tmp_path / "eager")
     train(compose_config(args), tmp_path / "graph")
     a, b = checkpoint_state(tmp_path / "eager"), checkpoint_state(tmp_path / "graph")
-    assert equal_state(a["gan"], b["gan"]) and equal_state(a["rng"], b["rng"])
+    assert equal_state(a.gan, b.gan) and equal_state(a.rng, b.rng)
     rows = [MetricsLog(tmp_path / d / "metrics.jsonl").rows() for d in ("eager", "graph")]
     assert rows[0] == rows[1]
 
@@ -213,9 +216,9 @@ def test_resume_on_the_graph_path_is_exact(
     train(compose_config([*args, "trainer.steps=3"]), split)
     train(compose_config([*args, "trainer.steps=7"]), split)  # a new GraphStep: warms up again
     a, b = checkpoint_state(full), checkpoint_state(split)
-    assert a["step"] == b["step"] == 7
-    for key in ("gan", "rng", "data"):
-        assert equal_state(a[key], b[key]), key
+    assert a.step == b.step == 7
+    for key in ("gan", "rng", "stream"):
+        assert equal_state(getattr(a, key), getattr(b, key)), key
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 
@@ -225,7 +228,7 @@ def test_a_cpu_run_keeps_the_eager_step(caplog: pytest.LogCaptureFixture) -> Non
     for value in ("auto", "true", "false"):
         cfg, gan, data = fresh([*FAST, f"trainer.cuda_graph={value}"])
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="gantool.graph"):
+        with caplog.at_level(logging.INFO, logger="gantool.training.graph"):
             assert graph.plan(cfg, gan, data, StepSettings.of(cfg), CPU) is None
         said[value] = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert said["auto"] == said["false"] == []
@@ -243,12 +246,12 @@ def test_auto_keeps_a_small_uncaptured_model_off_the_gpu(
 ) -> None:
     """device=auto on a GPU: the CPU for the Gaussian's small model when its step would run
     eagerly (cuda_graph=false, or lazy R1), the GPU when it is captured or the model is large."""
-    from gantool import trainer
+    from gantool.training import loop as trainer
 
     gpu = torch.device("cuda")
     monkeypatch.setattr(trainer, "resolve_device", lambda name: gpu if name == "auto" else CPU)
     monkeypatch.setattr(graph, "reason_not", lambda device, world, lazy=False: None)
-    with caplog.at_level(logging.INFO, logger="gantool.device"):
+    with caplog.at_level(logging.INFO, logger="gantool.runtime.device"):
         eager = trainer.training_device(compose_config(["trainer.cuda_graph=false"]))
     assert eager == CPU
     assert "training on the CPU rather than cuda: a model of" in caplog.text
@@ -293,7 +296,7 @@ def test_an_optimizer_keeps_its_own_implementation_when_loading() -> None:
 
 def test_bench_graph_times_the_three_loops_on_cpu() -> None:
     cfg = compose_config([*FAST, "model.d.batch_norm=true", "trainer.ema_decay=0.9"])
-    rows = graph.bench_graph(cfg, batch_sizes=(16,), num_steps=3, warmup=4)
+    rows = bench_graph(cfg, batch_sizes=(16,), num_steps=3, warmup=4)
     (row,) = rows
     assert row["batch_size"] == 16 and row["captured"] is False
     for key in ("eager_images_per_s", "graph_images_per_s", "ceiling_images_per_s"):
@@ -326,15 +329,15 @@ def test_resume_with_the_captured_step_continues_where_it_stopped(
     n = NUM_STEPS
     args = overrides(case, tiny_mnist, "device=cuda", "trainer.cuda_graph=true")
     full, split = tmp_path / "full", tmp_path / "split"
-    with caplog.at_level(logging.INFO, logger="gantool.graph"):
+    with caplog.at_level(logging.INFO, logger="gantool.training.graph"):
         train(compose_config([*args, f"trainer.steps={2 * n}"]), full)
     assert "captured as one CUDA graph" in caplog.text and "failed" not in caplog.text
     train(compose_config([*args, f"trainer.steps={n}"]), split)
     train(compose_config([*args, f"trainer.steps={2 * n}"]), split)  # captures afresh
     a, b = checkpoint_state(full), checkpoint_state(split)
-    assert a["step"] == b["step"] == 2 * n
-    assert_close_gan(a["gan"], b["gan"])
-    assert equal_state(a["data"], b["data"])
+    assert a.step == b.step == 2 * n
+    assert_close_gan(a.gan, b.gan)
+    assert equal_state(a.stream, b.stream)
 
 
 @cuda

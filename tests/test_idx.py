@@ -13,17 +13,21 @@ import torch
 from PIL import Image
 
 from conftest import compose_config, equal_state, mnist_overrides, run_cli, write_tiny_mnist
-from gantool import lenet
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.cli import main
-from gantool.config import DATASET_SCHEMAS, MnistConfig, to_dict
-from gantool.data import FAMILIES, check_available, data_dim, family
-from gantool.data import mnist as idx
-from gantool.errors import GantoolError
-from gantool.evaluate import evaluate
-from gantool.models import Generator
-from gantool.outputs import MetricsLog
-from gantool.trainer import train
+from gantool.app.cli import main
+from gantool.app.download import fetch_missing
+from gantool.app.job import train
+from gantool.config.compose import to_dict
+from gantool.config.datasets import SCHEMAS as DATASET_SCHEMAS
+from gantool.config.datasets import MnistConfig
+from gantool.core.errors import GantoolError
+from gantool.core.files import MetricsLog
+from gantool.datasets import mnist
+from gantool.datasets import mnist as idx
+from gantool.datasets.registry import FAMILIES, evaluate, family
+from gantool.nn import lenet
+from gantool.nn.mlp import Generator
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
 
 CPU = torch.device("cpu")
 BARE = lenet.Recipe(steps=3, batch_size=16)  # for the cache's mechanics: accuracy is no matter
@@ -82,7 +86,7 @@ def test_each_option_composes_with_mnists_settings(name: str) -> None:
     ours, theirs = to_dict(cfg), to_dict(mnist)
     for group in ("model", "optimizer", "trainer", "loss"):
         assert ours[group] == theirs[group], group
-    assert data_dim(cfg.dataset) == 784
+    assert family(cfg.dataset).data_dim(cfg.dataset) == 784
     # each group's option can still be chosen alone, and a misspelt split is one line
     assert compose_config([f"dataset={name}", "model=gaussian"]).model.latent_dim == 4
     with pytest.raises(GantoolError, match=r"dataset\.split='val' is not a choice"):
@@ -103,7 +107,7 @@ def test_each_set_is_read_from_its_own_folder(tmp_path: Path) -> None:
         images, labels = idx.load_mnist(cfg)
         assert images.shape == (num, 28, 28) and labels.shape == (num,)
         assert idx.split_present(root, "test", name) and not idx.split_present(root, "train", name)
-        check_available(cfg)  # no error: the files are there
+        family(cfg).check_available(cfg)  # no error: the files are there
         stream = family(cfg).stream(cfg, 8, 0, CPU)
         assert stream.next_batch().shape == (8, 784)
     assert idx.raw_folder(root) == root / "MNIST" / "raw"  # MNIST when no name is given
@@ -118,7 +122,7 @@ def test_missing_files_name_the_sets_folder(tmp_path: Path, name: str) -> None:
             write_tiny_mnist(root, "train", num=20, folder=other_folder)
     cfg = DATASET_SCHEMAS[name](root=str(root), split="train", download=False)
     with pytest.raises(GantoolError) as refused:
-        check_available(cfg)
+        family(cfg).check_available(cfg)
     message = str(refused.value)
     assert message.startswith(f"{label} train split not found in {root / folder / 'raw'} ")
     assert "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]" in message
@@ -165,7 +169,9 @@ def test_download_uses_torchvisions_class_for_the_set(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(torchvision.datasets, folder, download)
     root = tmp_path / "data"
-    images, _ = idx.load_mnist(DATASET_SCHEMAS[name](root=str(root), split="test"))
+    ds = DATASET_SCHEMAS[name](root=str(root), split="test")
+    fetch_missing(ds)
+    images, _ = idx.load_mnist(ds)
     assert calls == [(str(root), False, True)] and len(images) == 24
     assert (root / folder / "raw" / "t10k-images-idx3-ubyte.gz").is_file()
 
@@ -176,19 +182,19 @@ def test_download_uses_torchvisions_class_for_the_set(tmp_path: Path, monkeypatc
 def test_each_set_gets_its_own_lenet(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="gantool")
     root = write_tiny_clothes(write_tiny_mnist(tmp_path / "data", num=64), num=80)
-    digits = lenet.load_classifier(root, CPU, BARE)  # MNIST by default
-    clothes = lenet.load_classifier(root, CPU, BARE, "fashion_mnist")
+    digits = mnist.load_classifier(root, CPU, BARE)  # MNIST by default
+    clothes = mnist.load_classifier(root, CPU, BARE, "fashion_mnist")
     assert digits.path != clothes.path  # the cache keys differ: the data do
     assert (digits.num_train, clothes.num_train) == (51, 64)  # 80% of each set's own images
     assert "on 64 Fashion-MNIST test images" in caplog.text
     # Three steps learn little: the warning names the set and its own bar (85%, not 97%).
-    assert clothes.accuracy < idx.FashionMnist.min_accuracy
-    assert f"on Fashion-MNIST test images is below {idx.FashionMnist.min_accuracy:.0%}" in (
+    assert clothes.accuracy < idx.FASHION_MNIST.min_accuracy
+    assert f"on Fashion-MNIST test images is below {idx.FASHION_MNIST.min_accuracy:.0%}" in (
         caplog.text
     )
-    _, train_split, heldout = lenet.training_data(root, BARE, "fashion_mnist")
+    _, train_split, heldout = mnist.training_data(root, BARE, "fashion_mnist")
     assert lenet.cache_key(train_split, heldout, BARE) in clothes.path.name
-    again = lenet.load_classifier(root, CPU, BARE, "fashion_mnist")
+    again = mnist.load_classifier(root, CPU, BARE, "fashion_mnist")
     assert again.path == clothes.path and equal_state(
         again.net.state_dict(), clothes.net.state_dict()
     )
@@ -234,9 +240,9 @@ def test_fashion_mnist_trains_samples_evaluates_and_resumes_exactly(tmp_path: Pa
     train(compose_config([*base, "trainer.steps=3"]), split)
     assert train(compose_config([*base, "trainer.steps=7"]), split)["step"] == 7
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
-    for part in ("gan", "rng", "data", "fixed_noise"):
-        assert equal_state(a[part], b[part]), part
-    assert a["config"]["dataset"]["name"] == "fashion_mnist"
+    for part in ("gan", "rng", "stream", "fixed_noise"):
+        assert equal_state(getattr(a, part), getattr(b, part)), part
+    assert a.config["dataset"]["name"] == "fashion_mnist"
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 

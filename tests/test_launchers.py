@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FAST, assert_sweep_with_a_failed_job, run_cli
-from gantool.config import config_dir, register_configs
+from gantool.config.compose import config_dir, register_configs
 
 
 @pytest.mark.slow  # ~20 s: each worker process imports torch again

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gantool.metrics import (
+from gantool.nn.metrics import (
     class_coverage,
     frechet_distance,
     frechet_gaussians,

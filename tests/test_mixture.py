@@ -15,18 +15,22 @@ from PIL import Image
 from torch import nn
 
 from conftest import FAST, compose_config, equal_state, run_cli
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.config import HIGHER_IS_BETTER, MixtureConfig, run_length, to_dict
-from gantool.data import build_data, family
-from gantool.data.mixture import Mixture, mode_report, one_d_report
-from gantool.errors import ConfigError, GantoolError
-from gantool.evaluate import evaluate, evaluate_checkpoint
-from gantool.gan import GAN
-from gantool.metrics import ks_statistic, wasserstein1
-from gantool.models.mlp import Maxout
-from gantool.outputs import MetricsLog
-from gantool.sampling import sample_checkpoint
-from gantool.trainer import train
+from gantool.app.evaluate import evaluate_checkpoint
+from gantool.app.job import train
+from gantool.app.sample import sample_checkpoint
+from gantool.config.compose import to_dict
+from gantool.config.datasets import MixtureConfig
+from gantool.config.metrics import HIGHER_IS_BETTER
+from gantool.config.schema import run_length
+from gantool.core.errors import ConfigError, GantoolError
+from gantool.core.files import MetricsLog
+from gantool.datasets.mixture import MIXTURE, mode_report, one_d_report
+from gantool.datasets.registry import evaluate, family
+from gantool.nn.metrics import ks_statistic, wasserstein1
+from gantool.nn.mlp import Maxout
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
+from gantool.training.gan import GAN
 
 CPU = torch.device("cpu")
 RING = [[math.cos(2 * math.pi * k / 8), math.sin(2 * math.pi * k / 8)] for k in range(8)]
@@ -52,7 +56,7 @@ def ring(**kwargs) -> MixtureConfig:
 def test_ring_and_grid_are_pacgans_mixtures(dataset: str) -> None:
     cfg = compose_config([f"dataset={dataset}"])
     ds = cfg.dataset
-    assert isinstance(ds, MixtureConfig) and family(ds) is Mixture
+    assert isinstance(ds, MixtureConfig) and family(ds) is MIXTURE
     centres, std = (RING, 0.01) if dataset == "ring" else (GRID, 0.05)
     assert np.allclose(ds.centres, centres, rtol=0, atol=1e-15)
     assert ds.stds() == [std] * len(centres) and ds.weights is None
@@ -88,7 +92,7 @@ def test_mixture_default_and_its_keys() -> None:
     assert {"eval/modes", "eval/high_quality_percent"} <= HIGHER_IS_BETTER
     assert "eval/reverse_kl" not in HIGHER_IS_BETTER  # lower is better
     # The mixture's own moments are the 1-D targets: means -3, 0, 3 with weights ¼, ½, ¼.
-    targets = ds.targets()
+    targets = MIXTURE.targets(ds)
     assert targets["eval/mean"] == 0.0
     assert targets["eval/std"] == pytest.approx(math.sqrt(0.25**2 + 0.5 * 9))
     assert targets["eval/skewness"] == 0.0 and targets["eval/reverse_kl"] == 0.0
@@ -133,7 +137,7 @@ def test_pacgan_presets_pin_the_reference(dataset: str) -> None:
         2500,
         2500,
     )
-    data = build_data(cfg.dataset, 100, 0, CPU)
+    data = family(cfg.dataset).stream(cfg.dataset, 100, 0, CPU)
     assert run_length(cfg.trainer, data.batches_per_epoch) == 400_000  # 400 epochs of 1,000
     gan = GAN.build(cfg.model, cfg.optimizer, 0.0, 2, CPU)
     g_layers = [type(m).__name__ for m in gan.generator.net]
@@ -186,24 +190,24 @@ def test_per_component_stds_whole_numbers_and_weights_compose() -> None:
     assert cfg.dataset.stds() == [0.1, 0.2, 0.3] and cfg.dataset.probabilities() == [1 / 3] * 3
     cfg = compose_config(["dataset=ring", "dataset.centres=[[0,0],[2,2]]", "dataset.std=1"])
     assert cfg.dataset.dim == 2 and cfg.dataset.stds() == [1.0, 1.0]
-    assert build_data(cfg.dataset, 4, 0, CPU).next_batch().dtype == torch.float32
+    assert family(cfg.dataset).stream(cfg.dataset, 4, 0, CPU).next_batch().dtype == torch.float32
 
 
 # --- the stream --------------------------------------------------------------------------------
 def test_an_endless_stream_is_seeded_and_resumes() -> None:
     cfg = ring(num_samples=None, weights=[1, 1, 1, 1, 1, 1, 1, 5])
-    a = build_data(cfg, 64, 3, CPU)
+    a = family(cfg).stream(cfg, 64, 3, CPU)
     assert a.batches_per_epoch is None and a.data_dim == 2
     first = a.next_batch()
     assert first.shape == (64, 2) and first.dtype == torch.float32
     saved = a.state_dict()
     rest = [a.next_batch() for _ in range(3)]
-    b = build_data(cfg, 64, 3, CPU)
+    b = family(cfg).stream(cfg, 64, 3, CPU)
     b.load_state_dict(saved)
     assert all(
         torch.equal(x, y) for x, y in zip(rest, [b.next_batch() for _ in range(3)], strict=True)
     )
-    assert not torch.equal(first, build_data(cfg, 64, 4, CPU).next_batch())  # another seed
+    assert not torch.equal(first, family(cfg).stream(cfg, 64, 4, CPU).next_batch())  # another seed
     # Weighted: the last component (5 of 12) takes about 42% of many draws.
     many = a.draw(60_000)
     share = float(((many - torch.tensor(RING[7])).norm(dim=1) < 0.1).float().mean())
@@ -213,11 +217,15 @@ def test_an_endless_stream_is_seeded_and_resumes() -> None:
 
 def test_a_finite_set_is_read_in_epochs() -> None:
     cfg = ring(num_samples=250)
-    data = build_data(cfg, 100, 0, CPU)
+    data = family(cfg).stream(cfg, 100, 0, CPU)
     assert data.batches_per_epoch == 2  # the last 50 points of each epoch's order are dropped
     points = data.points.clone()
-    assert points.shape == (250, 2) and torch.equal(points, build_data(cfg, 100, 0, CPU).points)
-    assert not torch.equal(points, build_data(cfg, 100, 1, CPU).points)  # drawn from the seed
+    assert points.shape == (250, 2) and torch.equal(
+        points, family(cfg).stream(cfg, 100, 0, CPU).points
+    )
+    assert not torch.equal(
+        points, family(cfg).stream(cfg, 100, 1, CPU).points
+    )  # drawn from the seed
     epoch0 = torch.cat([data.next_batch() for _ in range(2)])
     # Every batch comes from the set, no point twice in one epoch.
     assert len({tuple(p) for p in epoch0.tolist()}) == 200
@@ -226,14 +234,14 @@ def test_a_finite_set_is_read_in_epochs() -> None:
     assert (saved["epoch"], saved["position"]) == (0, 200)
     after = [data.next_batch() for _ in range(3)]  # epochs 1 and 2, each reshuffled
     assert data.epochs.epoch == 2
-    again = build_data(cfg, 100, 0, CPU)
+    again = family(cfg).stream(cfg, 100, 0, CPU)
     again.load_state_dict(saved)
     assert all(
         torch.equal(x, y)
         for x, y in zip(after, [again.next_batch() for _ in range(3)], strict=True)
     )
     with pytest.raises(GantoolError, match=r"trainer.batch_size=300 is larger than"):
-        build_data(cfg, 300, 0, CPU)
+        family(cfg).stream(cfg, 300, 0, CPU)
     epochs = compose_config(["dataset=ring", "trainer.steps=null", "trainer.epochs=3"])
     assert run_length(epochs.trainer, 1000) == 3000
 
@@ -241,7 +249,10 @@ def test_a_finite_set_is_read_in_epochs() -> None:
 def test_one_component_in_1d_is_the_gaussian_stream() -> None:
     gaussian = compose_config([]).dataset
     mixture = MixtureConfig(centres=[[gaussian.mean]], std=gaussian.std, weights=None)
-    a, b = build_data(gaussian, 512, 7, CPU), build_data(mixture, 512, 7, CPU)
+    a, b = (
+        family(gaussian).stream(gaussian, 512, 7, CPU),
+        family(mixture).stream(mixture, 512, 7, CPU),
+    )
     for _ in range(3):
         assert torch.equal(a.next_batch(), b.next_batch())
 
@@ -301,8 +312,8 @@ def test_one_d_numbers_match_the_gaussians_for_one_component() -> None:
 
 def test_one_d_targets_are_the_mixtures_moments() -> None:
     cfg = MixtureConfig(centres=[[-1.0], [2.0]], std=[0.5, 1.0], weights=[2.0, 1.0])
-    data = build_data(cfg, 400_000, 0, CPU).next_batch()
-    report, targets = one_d_report(data, cfg), cfg.targets()
+    data = family(cfg).stream(cfg, 400_000, 0, CPU).next_batch()
+    report, targets = one_d_report(data, cfg), MIXTURE.targets(cfg)
     for key in ("mean", "std", "skewness", "excess_kurtosis"):
         assert report[key] == pytest.approx(targets[f"eval/{key}"], abs=0.02), key
     assert report["ks"] < 0.005 and report["w1"] < 0.01
@@ -361,13 +372,13 @@ def test_the_existing_blocks_are_unchanged() -> None:
 @pytest.mark.parametrize("dim", [1, 2, 3])
 def test_pictures_in_every_dimension(dim: int, tmp_path: Path) -> None:
     cfg = MixtureConfig(centres=[[0.0] * dim, [2.0] * dim], std=0.1, weights=None)
-    samples = build_data(cfg, 500, 0, CPU).next_batch()
-    png = Mixture.picture(samples, cfg, ".png", "step 1")
+    samples = family(cfg).stream(cfg, 500, 0, CPU).next_batch()
+    png = MIXTURE.picture(samples, cfg, ".png", "step 1")
     width, height = Image.open(io.BytesIO(png)).size
     assert width > (900 if dim > 1 else 500) and height > 350  # two panels side by side in 2-D
-    assert Mixture.picture(samples, cfg, ".svg", "").startswith(b"<?xml")
-    assert Mixture.values(samples, cfg).shape == ((500,) if dim == 1 else (500, dim))
-    Mixture.picture(torch.full((10, dim), math.nan), cfg, ".png", "no finite samples")
+    assert MIXTURE.picture(samples, cfg, ".svg", "").startswith(b"<?xml")
+    assert MIXTURE.values(samples, cfg).shape == ((500,) if dim == 1 else (500, dim))
+    MIXTURE.picture(torch.full((10, dim), math.nan), cfg, ".png", "no finite samples")
 
 
 def test_a_ring_run_trains_resumes_exactly_samples_and_evaluates(tmp_path: Path) -> None:
@@ -377,10 +388,10 @@ def test_a_ring_run_trains_resumes_exactly_samples_and_evaluates(tmp_path: Path)
     train(compose_config([*base, "trainer.steps=3"]), split)  # stops between log rows
     assert train(compose_config([*base, "trainer.steps=8"]), split)["step"] == 8
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
-    assert a["data"]["epoch"] == 1  # 8 batches of 100 from 500 points: into the second epoch
-    for part in a["gan"]:
-        assert equal_state(a["gan"][part], b["gan"][part]), part
-    assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
+    assert a.stream["epoch"] == 1  # 8 batches of 100 from 500 points: into the second epoch
+    for part in a.gan:
+        assert equal_state(a.gan[part], b.gan[part]), part
+    assert equal_state(a.rng, b.rng) and equal_state(a.stream, b.stream)
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
     assert summary["objective"]["name"] == "eval/reverse_kl"

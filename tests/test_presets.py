@@ -13,28 +13,27 @@ import torch
 import yaml
 from torch import nn
 
-import gantool.config
-import gantool.trainer
+import gantool.config.compose
+import gantool.training.step
 from conftest import compose_config
-from gantool.bench import BenchOptions, print_fidelity, run_bench
-from gantool.checkpoint import flatten
-from gantool.config import (
+from gantool.app.bench import BenchOptions, print_fidelity, run_bench
+from gantool.app.reference import fidelity, gan50, gantool_preset, is_near
+from gantool.config.compose import flatten, to_dict
+from gantool.config.schema import (
     ACTIVATIONS,
     D_FEATURES,
     G_LOSSES,
-    LOSSES,
     NOISES,
     OPTIMIZERS,
     OUT_ACTIVATIONS,
-    to_dict,
 )
-from gantool.data import build_data
-from gantool.errors import GantoolError
-from gantool.gan import GAN
-from gantool.models import with_classes
-from gantool.reference import fidelity, gan50, gantool_preset, is_near
-from gantool.rng import seed_everything
-from gantool.trainer import StepSettings, train_step
+from gantool.core.errors import GantoolError
+from gantool.datasets.registry import family
+from gantool.nn.losses import LOSSES
+from gantool.nn.mlp import with_classes
+from gantool.runtime.rng import seed_everything
+from gantool.training.gan import GAN
+from gantool.training.step import GANStep, StepSettings
 
 CPU = torch.device("cpu")
 
@@ -288,7 +287,7 @@ def write_poisoned_configs(folder: Path, preset: str, kept: frozenset[str] = fro
     """A copy of configs/ in which every option of every group in GROUPS sets every key to a
     value unlike the preset's, but for HOUSE_KEYS and `kept`, which keep theirs so that the
     config checks pass: a default the preset does not override shows up as a difference."""
-    shutil.copytree(gantool.config.config_dir(), folder)
+    shutil.copytree(gantool.config.compose.config_dir(), folder)
     composed = to_dict(compose_config([f"experiment={preset}"]))
     keep = HOUSE_KEYS | kept
     for group in GROUPS:
@@ -319,7 +318,7 @@ def test_no_default_leaks_into_a_preset(
         kept = frozenset(EXCLUSIVE) - {turned}
         folder = tmp_path / turned / "configs"
         write_poisoned_configs(folder, preset, kept)
-        monkeypatch.setattr(gantool.config, "config_dir", lambda folder=folder: folder)
+        monkeypatch.setattr(gantool.config.compose, "config_dir", lambda folder=folder: folder)
         plain = flatten(to_dict(compose_config([f"dataset={dataset}"])))  # poisoned defaults
         assert all(plain[k] != v for k, v in honest.items() if k not in kept)
         assert reference_settings(preset) == honest
@@ -352,10 +351,10 @@ def one_step(monkeypatch: pytest.MonkeyPatch, reuse: bool, same_z: bool) -> tupl
     """
     cfg = compose_config([*SHRUNK, "trainer.g_steps=3", f"trainer.reuse_fake={reuse}"])
     seed_everything(0)
-    data = build_data(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
+    data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
     gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
     drawn: list[torch.Tensor] = []
-    real_sample_latent = gantool.trainer.sample_latent
+    real_sample_latent = gantool.training.step.sample_latent
 
     def sample_latent(*args, **kwargs) -> torch.Tensor:
         if same_z and len(drawn) == cfg.trainer.d_steps:  # the first G update
@@ -364,8 +363,8 @@ def one_step(monkeypatch: pytest.MonkeyPatch, reuse: bool, same_z: bool) -> tupl
         drawn.append(real_sample_latent(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(gantool.trainer, "sample_latent", sample_latent)
-    stats = train_step(gan, data, StepSettings.of(cfg), CPU)
+    monkeypatch.setattr(gantool.training.step, "sample_latent", sample_latent)
+    stats = GANStep(gan, StepSettings.of(cfg), CPU)(data)
     return stats, gan.state_dict(), torch.get_rng_state(), len(drawn)
 
 
@@ -515,9 +514,9 @@ def test_cgan_preset_computes_pytorch_gans_step(
         drawn.append(num)
         return with_classes(z, gen_labels)
 
-    monkeypatch.setattr(gantool.trainer, "sample_latent", sample_latent)
+    monkeypatch.setattr(gantool.training.step, "sample_latent", sample_latent)
     torch.manual_seed(2)
-    stats = train_step(gan, Batches(), StepSettings.of(cfg), CPU)
+    stats = GANStep(gan, StepSettings.of(cfg), CPU)(Batches())
     torch.manual_seed(2)
     g_loss, d_loss = reference_step(G, D, optimizer_G, optimizer_D, imgs, labels, z, gen_labels)
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gantool.config import load_config, to_dict
-from gantool.errors import ConfigError, GantoolError
-from gantool.trainer import train
+from gantool.app.job import train
+from gantool.config.compose import to_dict
+from gantool.core.errors import ConfigError, GantoolError
+from gantool.datasets.registry import load_config
 
 # A config that trains in well under a second; the random override comes after it and wins.
 SMALL = [

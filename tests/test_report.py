@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gantool.cli import main
-from gantool.errors import GantoolError
-from gantool.report import load_jobs, report, sort_jobs
+from gantool.app.cli import main
+from gantool.app.report import load_jobs, report, sort_jobs
+from gantool.core.errors import GantoolError
 
 SHARED = ["trainer.steps=100", "device=cpu"]
 
@@ -204,7 +204,7 @@ def table_rows(out: str) -> list[list[str]]:
 
 def test_report_command_sorts_and_imports_no_torch(sweep: Path) -> None:
     code = (
-        "import sys; from gantool.cli import main; "
+        "import sys; from gantool.app.cli import main; "
         f"main(['report', {str(sweep)!r}, '--sort', 'precision']); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )

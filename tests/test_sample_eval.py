@@ -20,12 +20,15 @@ import torch
 from PIL import Image
 
 from conftest import FAST, compose_config, mnist_overrides, write_tiny_mnist
-from gantool import evaluate as evaluate_module
-from gantool import outputs, plots, sampling
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.cli import main
-from gantool.config import GaussianConfig
-from gantool.trainer import train
+from gantool.app import evaluate as evaluate_module
+from gantool.app import sample as sampling
+from gantool.app.cli import main
+from gantool.app.job import train
+from gantool.config.datasets import GaussianConfig
+from gantool.core import files as outputs
+from gantool.plots import samples as plots
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
 
 QUICK = ["trainer.eval_at_end=false", "device.num_threads=1"]
 
@@ -206,7 +209,7 @@ def test_out_of_memory_is_one_line(gaussian_run, tmp_path, capsys, monkeypatch) 
     def allocation_fails(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9TB")
 
-    monkeypatch.setattr("gantool.models.generate", allocation_fails)
+    monkeypatch.setattr("gantool.app.sample.generate", allocation_fails)
     assert gantool("sample", gaussian_run, "--out", tmp_path / "x.png", "--num", 100) == 1
     assert "out of memory drawing 100 samples: try a smaller --num" in one_error_line(capsys)
     assert list(tmp_path.iterdir()) == []
@@ -273,7 +276,7 @@ def test_resume_falls_back_past_a_foreign_newest_checkpoint(tmp_path, caplog) ->
     train(compose_config([*FAST, "trainer.steps=9", "trainer.eval_at_end=false"]), run)
     assert f"{foreign} is not a gantool checkpoint: it lacks step" in caplog.text
     assert (foreign.parent / (foreign.name + ".corrupt")).exists()
-    assert load_checkpoint(latest_checkpoint(run))["step"] == 9
+    assert load_checkpoint(latest_checkpoint(run)).step == 9
 
 
 # --- where outputs go ----------------------------------------------------------------------------
@@ -346,7 +349,7 @@ def no_download(monkeypatch) -> None:
     def download(cfg):
         raise AssertionError("eval must never download")
 
-    monkeypatch.setattr("gantool.data.mnist._download", download)
+    monkeypatch.setattr("gantool.app.download._download", download)
 
 
 def test_eval_reads_a_relative_root_from_where_the_run_started(
@@ -439,7 +442,7 @@ def test_histograms_of_a_run_share_their_axes() -> None:
 
 def test_bad_arguments_are_refused_before_torch_is_imported() -> None:
     code = (
-        "import sys; from gantool.cli import main\n"
+        "import sys; from gantool.app.cli import main\n"
         "try: main(['sample', 'run', '--num', '0'])\n"
         "except SystemExit as e: assert e.code == 2\n"
         "assert 'torch' not in sys.modules"

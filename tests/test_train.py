@@ -12,13 +12,15 @@ import torch
 from PIL import Image
 
 from conftest import FAST, compose_config, equal_state, mnist_overrides
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.errors import GantoolError
-from gantool.gan import GAN
-from gantool.models import Generator, generate, sample_latent
-from gantool.outputs import MetricsLog
-from gantool.sampling import sample_checkpoint
-from gantool.trainer import STAT_KEYS, train
+from gantool.app.job import train
+from gantool.app.sample import sample_checkpoint
+from gantool.core.errors import GantoolError
+from gantool.core.files import MetricsLog
+from gantool.nn.mlp import Generator, generate, sample_latent
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
+from gantool.training.gan import GAN
+from gantool.training.step import STAT_KEYS
 
 
 def test_gaussian_run_fills_its_folder(tmp_path: Path) -> None:
@@ -57,8 +59,9 @@ def test_checkpoint_holds_the_whole_state(tmp_path: Path) -> None:
     cfg = compose_config(FAST)
     train(cfg, tmp_path)
     state = load_checkpoint(latest_checkpoint(tmp_path))
-    assert state["step"] == 6
-    assert set(state) == {
+    assert state.step == 6
+    assert set(torch.load(latest_checkpoint(tmp_path), weights_only=True)) == {
+        "format",
         "step",
         "gan",
         "data",
@@ -68,10 +71,11 @@ def test_checkpoint_holds_the_whole_state(tmp_path: Path) -> None:
         "config",
         "started_in",  # the working folder: what a relative dataset.root is relative to
     }
-    assert set(state["gan"]) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "ema"}
-    assert set(state["rng"]) >= {"torch", "numpy", "python"}
-    assert state["fixed_noise"].shape == (cfg.trainer.num_samples, cfg.model.latent_dim)
-    assert state["config"]["trainer"]["steps"] == 6
+    assert set(state.gan) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "ema"}
+    assert set(state.rng[0]) >= {"torch", "numpy", "python"}
+    assert state.fixed_noise.shape == (cfg.trainer.num_samples, cfg.model.latent_dim)
+    assert state.config["trainer"]["steps"] == 6
+    assert state.started_in == str(Path.cwd())
 
 
 def test_mnist_run_on_a_tiny_idx_file(tmp_path: Path, tiny_mnist: Path) -> None:
@@ -138,11 +142,11 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path, tiny_mnist: P
     assert summary["step"] == 7
 
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
-    assert a["step"] == b["step"] == 7
-    assert a["gan"].keys() == b["gan"].keys()
-    for part in a["gan"]:
-        assert equal_state(a["gan"][part], b["gan"][part]), part
-    assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
+    assert a.step == b.step == 7
+    assert a.gan.keys() == b.gan.keys()
+    for part in a.gan:
+        assert equal_state(a.gan[part], b.gan[part]), part
+    assert equal_state(a.rng, b.rng) and equal_state(a.stream, b.stream)
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 
@@ -194,7 +198,7 @@ def test_ema_is_what_samples_and_reports_use(tmp_path: Path) -> None:
     cfg = compose_config([*FAST, "trainer.ema_decay=0.5"])
     train(cfg, tmp_path)
     state = load_checkpoint(latest_checkpoint(tmp_path))
-    g, ema = state["gan"]["generator"], state["gan"]["ema"]
+    g, ema = state.gan["generator"], state.gan["ema"]
     assert any(not torch.equal(g[k], ema[k]) for k in g)
 
     _, csv = sample_checkpoint(tmp_path, 100, tmp_path / "s.csv", seed=3, device_name="cpu")
@@ -207,7 +211,7 @@ def test_ema_is_what_samples_and_reports_use(tmp_path: Path) -> None:
 
 
 def test_eval_scores_a_run_and_writes_eval_json(tmp_path: Path, capsys) -> None:
-    from gantool.cli import main
+    from gantool.app.cli import main
 
     summary = train(compose_config([*FAST, "trainer.ema_decay=0.5"]), tmp_path)
     main(["eval", str(tmp_path), "--num", "1000", "--device", "cpu"])
@@ -236,7 +240,7 @@ def test_tensorboard_and_the_progress_gif(tmp_path: Path, tiny_mnist: Path, data
 
 
 def test_ema_batch_norm_statistics_are_its_own(tiny_mnist: Path) -> None:
-    from gantool.gan import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES
+    from gantool.training.gan import CALIBRATION_BATCH_SIZE, CALIBRATION_BATCHES
 
     cfg = compose_config(mnist_overrides(tiny_mnist, "trainer.ema_decay=0.5"))
     cpu = torch.device("cpu")
@@ -261,7 +265,7 @@ def test_ema_batch_norm_statistics_are_its_own(tiny_mnist: Path) -> None:
 
 
 def test_eval_of_an_mnist_run_takes_another_data_root(tmp_path: Path, tiny_mnist: Path) -> None:
-    from gantool.cli import main
+    from gantool.app.cli import main
 
     run = tmp_path / "run"
     train(compose_config(mnist_overrides(tiny_mnist, "trainer.eval_at_end=false")), run)

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from conftest import FAST, compose_config, equal_state, run_cli
-from gantool.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from gantool.errors import GantoolError
-from gantool.outputs import MetricsLog
-from gantool.trainer import train
+from gantool.app.job import train
+from gantool.core.errors import GantoolError
+from gantool.core.files import MetricsLog
+from gantool.training.checkpointer import latest_checkpoint, list_checkpoints
+from gantool.training.codec import load as load_checkpoint
 
 # A run that checkpoints every step, so a kill often lands while a checkpoint is written.
 KILLABLE = [
@@ -44,10 +45,10 @@ def reference(tmp_path_factory) -> Path:
 
 def assert_same_run(run: Path, reference: Path) -> None:
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (run, reference))
-    assert a["step"] == b["step"]
-    for part, tensors in a["gan"].items():
-        assert equal_state(tensors, b["gan"][part]), part
-    assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
+    assert a.step == b.step
+    for part, tensors in a.gan.items():
+        assert equal_state(tensors, b.gan[part]), part
+    assert equal_state(a.rng, b.rng) and equal_state(a.stream, b.stream)
     assert (
         MetricsLog(run / "metrics.jsonl").rows() == MetricsLog(reference / "metrics.jsonl").rows()
     )
@@ -70,7 +71,7 @@ def kill_and_resume(folder: Path, sig: signal.Signals, delay: float) -> tuple[in
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     # Whatever the moment, what is under a checkpoint's name loads.
-    assert load_checkpoint(latest_checkpoint(run))["step"] >= 1
+    assert load_checkpoint(latest_checkpoint(run)).step >= 1
     resumed = run_cli("resume", str(run), cwd=folder)
     assert resumed.returncode == 0, resumed.stderr
     assert not list((run / "checkpoints").glob(".*.tmp"))
@@ -131,24 +132,24 @@ def test_resume_refuses_a_different_dataset(tmp_path) -> None:
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch
 ) -> None:
-    import gantool.trainer as trainer
+    from gantool.nn.losses import BCE
 
     calls = {"n": 0}
-    d_loss = trainer.losses.d_loss
+    d_loss = BCE.d_loss
 
-    def poisoned(kind, real_out, fake_out):  # turns NaN from the 5th D update on
+    def poisoned(self, real_out, fake_out):  # turns NaN from the 5th D update on
         calls["n"] += 1
-        loss = d_loss(kind, real_out, fake_out)
+        loss = d_loss(self, real_out, fake_out)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
-    monkeypatch.setattr(trainer.losses, "d_loss", poisoned)
+    monkeypatch.setattr(BCE, "d_loss", poisoned)
     with pytest.raises(GantoolError) as caught:
         train(compose_config(FAST), tmp_path)
     assert "a loss was not finite at step 5" in str(caught.value)
     assert "kept step_0000003.pt as the last good one" in str(caught.value)
     state = load_checkpoint(latest_checkpoint(tmp_path))
-    assert state["step"] == 3
-    assert all(torch.isfinite(w).all() for w in state["gan"]["generator"].values())
+    assert state.step == 3
+    assert all(torch.isfinite(w).all() for w in state.gan["generator"].values())
 
 
 def test_a_full_disk_is_a_clear_error(tmp_path, monkeypatch) -> None:

@@ -11,13 +11,14 @@ import torch
 from PIL import Image
 
 from conftest import FAST, compose_config, equal_state, mnist_overrides
-from gantool import losses
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.config import LOSSES, Config
-from gantool.data import training_stream
-from gantool.errors import ConfigError
-from gantool.gan import GAN
-from gantool.models import (
+from gantool.app.job import train
+from gantool.config.schema import Config, LossConfig
+from gantool.core.errors import ConfigError
+from gantool.core.files import MetricsLog
+from gantool.datasets.registry import training_stream
+from gantool.nn import losses
+from gantool.nn.losses import LOSSES
+from gantool.nn.mlp import (
     Discriminator,
     Generator,
     row_classes,
@@ -25,9 +26,11 @@ from gantool.models import (
     split_classes,
     with_classes,
 )
-from gantool.outputs import MetricsLog
-from gantool.rng import seed_everything
-from gantool.trainer import StepSettings, train, train_step
+from gantool.runtime.rng import seed_everything
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
+from gantool.training.gan import GAN
+from gantool.training.step import GANStep, StepSettings
 
 CPU = torch.device("cpu")
 # Small D and G on the Gaussian; no R1 unless a test asks for it.
@@ -87,7 +90,7 @@ G_EXPECTED = {
 @pytest.mark.parametrize("kind", LOSSES)
 def test_d_loss_known_values(kind: str) -> None:
     real, fake = torch.tensor([REAL]).T, torch.tensor([FAKE]).T  # (2, 1)
-    value = losses.d_loss(kind, real, fake)
+    value = loss_of(kind).d_loss(real, fake)
     assert value.shape == ()
     assert value.item() == pytest.approx(D_EXPECTED[kind], rel=1e-6)
 
@@ -95,19 +98,27 @@ def test_d_loss_known_values(kind: str) -> None:
 @pytest.mark.parametrize(("kind", "form"), list(G_EXPECTED))
 def test_g_loss_known_values(kind: str, form: str) -> None:
     fake = torch.tensor([FAKE]).T
-    assert losses.g_loss(kind, fake, form).item() == pytest.approx(G_EXPECTED[kind, form], 1e-6)
+    value = loss_of(kind, g_loss=form).g_loss(fake)
+    assert value.item() == pytest.approx(G_EXPECTED[kind, form], 1e-6)
 
 
-def test_loss_tables_and_unknown_names() -> None:
-    assert set(losses.OUTPUT_LABELS) == set(LOSSES)
+def loss_of(kind: str, **settings) -> losses.Loss:
+    return losses.build_loss(LossConfig(name=kind, **settings))
+
+
+def test_each_loss_names_and_shows_ds_outputs() -> None:
+    assert all(LOSSES[kind].name == kind for kind in LOSSES)
+    assert {LOSSES[kind].labels for kind in LOSSES} == {
+        ("D(x)", "D(G(z))"),
+        ("score(x)", "score(G(z))"),
+        ("critic(x)", "critic(G(z))"),
+    }
     out = torch.tensor([[0.0], [2.0]])
-    assert torch.equal(losses.probabilities("bce", out), torch.sigmoid(out))
+    assert torch.equal(loss_of("bce").shown(out), torch.sigmoid(out))
     for kind in ("hinge", "lsgan", "wgan_gp"):
-        assert torch.equal(losses.probabilities(kind, out), out)
-    with pytest.raises(ValueError, match="unknown loss 'foo'"):
-        losses.d_loss("foo", out, out)
-    with pytest.raises(ValueError, match="unknown loss 'foo'"):
-        losses.g_loss("foo", out)
+        assert torch.equal(loss_of(kind).shown(out), out)
+    with pytest.raises(ConfigError, match=r"loss\.name='foo' is not a choice"):
+        compose_config([*TINY, "loss.name=foo"])
 
 
 def test_r1_penalty_of_a_linear_d() -> None:
@@ -155,7 +166,7 @@ def test_conditional_wgan_gp_keeps_the_real_classes(tiny_mnist: Path) -> None:
     _, gan, data, s = step_setup(overrides)
     seen = []
     gan.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-    train_step(gan, data, s, CPU)
+    GANStep(gan, s, CPU)(data)
     real, fake, mixed = seen[:3]  # D's update: real, fake, interpolates; then G's update
     assert torch.equal(mixed[:, -1], real[:, -1])  # classes: the real sample's, not mixed
     x, x_fake, x_real = mixed[:, :-1], fake[:, :-1], real[:, :-1]  # (N, 784)
@@ -174,7 +185,7 @@ def test_spectral_norm_keeps_each_linear_at_norm_one() -> None:
     overrides = [*TINY, "model.d.hidden=[32,32]", "model.d.spectral_norm=true", *lr]
     _, gan, data, s = step_setup(overrides)
     for _ in range(5):
-        train_step(gan, data, s, CPU)
+        GANStep(gan, s, CPU)(data)
     D = gan.discriminator.eval()  # eval: reading a weight runs no power iteration
     layers = linears(D)
     assert len(layers) == 3
@@ -217,7 +228,7 @@ def test_a_packed_step_reads_batch_size_times_pack_samples() -> None:
 
     gan.discriminator.register_forward_hook(d_hook)
     gan.generator.register_forward_hook(lambda m, args, out: g_out.append(out.shape))
-    train_step(gan, data, s, CPU)
+    GANStep(gan, s, CPU)(data)
     assert inputs == [(16, 1)] * 3  # real, fake; G's update
     assert outputs == [(8, 1)] * 3  # batch_size packs
     # G makes as many samples as D reads real ones, once: the Gaussian preset reuses them
@@ -273,7 +284,7 @@ def test_conditional_preset_trains_on_tiny_mnist(tmp_path: Path, tiny_mnist: Pat
     # The picture: 10 x 10 digits of the fixed noise, one class per row.
     assert Image.open(summary["samples"]).size == (604, 640)
     state = load_checkpoint(latest_checkpoint(tmp_path))
-    fixed = state["fixed_noise"]
+    fixed = state.fixed_noise
     assert fixed.shape == (100, 101)
     assert torch.equal(fixed[:, -1].long(), row_classes(100, 10, CPU))
 
@@ -308,12 +319,12 @@ def test_variant_resumes_exactly(tmp_path: Path, tiny_mnist: Path, variant: str)
     assert train(whole, split)["step"] == 2 * N
 
     a, b = (load_checkpoint(latest_checkpoint(run)) for run in (full, split))
-    assert a["step"] == b["step"] == 2 * N
-    assert a["gan"].keys() == b["gan"].keys()
-    for part in a["gan"]:
-        assert equal_state(a["gan"][part], b["gan"][part]), part
-    for key in ("rng", "data", "stats"):
-        assert equal_state(a[key], b[key]), key
+    assert a.step == b.step == 2 * N
+    assert a.gan.keys() == b.gan.keys()
+    for part in a.gan:
+        assert equal_state(a.gan[part], b.gan[part]), part
+    for key in ("rng", "stream", "stats_sum", "stats_count"):
+        assert equal_state(getattr(a, key), getattr(b, key)), key
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 
@@ -325,15 +336,13 @@ def test_lazy_r1_is_due_every_r1_every_steps(tmp_path: Path, monkeypatch) -> Non
     assert not any(off.r1_due(step) for step in range(8))
 
     # A run takes it on exactly those steps, counted from the first step of the run.
-    from gantool import trainer
+    taken, real_step = [], GANStep.__call__
 
-    taken, real_step = [], trainer.train_step
-
-    def recording(*args, r1=None, **kwargs):
+    def recording(self, data, r1=None):
         taken.append(r1)
-        return real_step(*args, r1=r1, **kwargs)
+        return real_step(self, data, r1=r1)
 
-    monkeypatch.setattr(trainer, "train_step", recording)
+    monkeypatch.setattr(GANStep, "__call__", recording)
     cfg = compose_config([*TINY, "loss.r1_gamma=1", "loss.r1_every=3", "trainer.steps=7"])
     train(cfg, tmp_path)
     assert taken == [True, False, False, True, False, False, True]
@@ -359,7 +368,7 @@ def d_gradients(r1_every: int, r1: bool) -> list[torch.Tensor]:
     _, gan, data, s = step_setup([*TINY, "loss.r1_gamma=2", f"loss.r1_every={r1_every}"])
     gan.d_optimizer = GradientRecorder(gan.discriminator.parameters())
     torch.manual_seed(1)
-    train_step(gan, data, s, CPU, r1=r1)
+    GANStep(gan, s, CPU)(data, r1=r1)
     return gan.d_optimizer.grads
 
 
@@ -429,7 +438,7 @@ def test_g_first_d_judges_the_fakes_of_gs_update(reuse: bool) -> None:
     made, judged = [], []
     gan.generator.register_forward_hook(lambda m, args, out: made.append(out.detach().clone()))
     gan.discriminator.register_forward_pre_hook(lambda m, args: judged.append(args[0].detach()))
-    train_step(gan, data, s, CPU)
+    GANStep(gan, s, CPU)(data)
     assert len(made) == (1 if reuse else 2)  # G's forward passes in the step
     assert len(judged) == 3  # G's update, then D's: real, fake
     assert torch.equal(judged[0], made[0])  # G's update judges G's first fakes

@@ -16,19 +16,21 @@ import torch
 from PIL import Image
 
 from conftest import FAST, compose_config, equal_state, run_cli
-from gantool.checkpoint import latest_checkpoint, load_checkpoint
-from gantool.cli import main
-from gantool.config import to_config, to_dict
-from gantool.data import family
-from gantool.data.vectors import Vectors, VectorsStream, read_table, to_units
-from gantool.errors import ConfigError, GantoolError
-from gantool.evaluate import evaluate_checkpoint
-from gantool.metrics import frechet_distance, ks_per_feature, wasserstein1_per_feature
-from gantool.models import generate, sample_latent
-from gantool.outputs import MetricsLog
-from gantool.plots import vectors_picture
-from gantool.sampling import load_generator, sample_checkpoint
-from gantool.trainer import train
+from gantool.app.cli import main
+from gantool.app.evaluate import evaluate_checkpoint
+from gantool.app.job import train
+from gantool.app.sample import sample_checkpoint
+from gantool.config.compose import to_dict
+from gantool.core.errors import ConfigError, GantoolError
+from gantool.core.files import MetricsLog
+from gantool.datasets.registry import family, to_config
+from gantool.datasets.vectors import VECTORS, VectorsStream, read_table, to_units
+from gantool.nn.metrics import frechet_distance, ks_per_feature, wasserstein1_per_feature
+from gantool.nn.mlp import generate, sample_latent
+from gantool.plots.samples import vectors_picture
+from gantool.training.checkpointer import latest_checkpoint
+from gantool.training.codec import load as load_checkpoint
+from gantool.training.trained import load_generator
 
 CPU = torch.device("cpu")
 NAMES = ["height", "weight", "temperature"]
@@ -188,7 +190,7 @@ def test_standardisation_round_trip(data_csv: Path) -> None:
     rows = stream.rows.double()  # (200, 3): what D sees as real
     assert torch.allclose(rows.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(rows.std(0, correction=0), torch.ones(3, dtype=torch.float64), atol=1e-5)
-    back = Vectors.values(stream.rows, ds)  # G's space -> the data's units, as files hold them
+    back = VECTORS.values(stream.rows, ds)  # G's space -> the data's units, as files hold them
     assert back.dtype == torch.float32 and back.shape == (200, 3)
     assert np.allclose(back.numpy(), data, rtol=1e-5, atol=1e-4)
 
@@ -295,10 +297,10 @@ def test_a_run_resumes_exactly_where_it_stopped(data_csv: Path) -> None:
     train(vectors(data_csv, *quick, "trainer.steps=3"), split)  # stops between log rows
     assert train(vectors(data_csv, *quick, "trainer.steps=8"), split)["step"] == 8
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
-    assert a["data"]["epoch"] == 1 and a["step"] == b["step"] == 8
-    for part in a["gan"]:
-        assert equal_state(a["gan"][part], b["gan"][part]), part
-    assert equal_state(a["rng"], b["rng"]) and equal_state(a["data"], b["data"])
+    assert a.stream["epoch"] == 1 and a.step == b.step == 8
+    for part in a.gan:
+        assert equal_state(a.gan[part], b.gan[part]), part
+    assert equal_state(a.rng, b.rng) and equal_state(a.stream, b.stream)
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 

@@ -1,3 +1,3 @@
-from gantool.cli import main
+from gantool.app.cli import main
 
 main()
