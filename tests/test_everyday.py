@@ -13,10 +13,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import CUDA, FAST, compose_config, run_cli, write_tiny_mnist
+from conftest import CUDA, FAST, compose_config, mnist_overrides, run_cli, write_tiny_mnist
 from gantool.app import cli, job
 from gantool.app.job import train
 from gantool.core.errors import ConfigError, GantoolError
@@ -141,6 +142,47 @@ def test_resuming_to_a_step_already_reached_does_nothing(finished_run, capsys, s
     out = capsys.readouterr().out.strip()
     assert out == f"{finished_run} is already at step 6 (trainer.steps={steps}): nothing to do"
     assert digest(finished_run) == before
+
+
+# Each family with a length in epochs where it has them (a finite set), in steps where not.
+FINISHED = {
+    "gaussian": [],
+    "mixture": [
+        "dataset=mixture",
+        "dataset.num_samples=96",
+        "trainer.steps=null",
+        "trainer.epochs=2",
+    ],
+    "ring": ["dataset=ring", "dataset.num_samples=96", "trainer.steps=null", "trainer.epochs=2"],
+    "mnist": ["trainer.steps=null", "trainer.epochs=2"],
+    "vectors": ["dataset=vectors", "trainer.steps=null", "trainer.epochs=2"],
+}
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+@pytest.mark.parametrize("name", list(FINISHED))
+def test_a_finished_run_resumed_to_its_own_length_changes_no_byte(
+    tmp_path: Path, monkeypatch, capsys, name: str, pack: int
+) -> None:
+    """gantool 0.1 divided the stream's epoch by trainer.batch_size, not by the batch of
+    batch_size x pack rows it reads: a packed run in epochs looked unfinished, and resume wrote
+    into the run folder before the trainer found nothing to do."""
+    monkeypatch.chdir(tmp_path)
+    args = [*FAST, *FINISHED[name], f"model.d.pack={pack}", "trainer.batch_size=8"]
+    args += ["trainer.eval_at_end=false", "trainer.num_samples=16"]
+    if name == "mnist":
+        args = mnist_overrides(write_tiny_mnist(tmp_path / "data"), *args)
+    if name == "vectors":
+        rows = np.random.default_rng(0).normal(size=(48, 2))
+        np.savetxt(tmp_path / "rows.csv", rows, delimiter=",")
+        args.append("dataset.path=rows.csv")
+    run = tmp_path / "run"
+    assert run_main("train", *args, f"hydra.run.dir={run}") == 0
+    before = digest(run)
+    capsys.readouterr()
+    assert run_main("resume", str(run)) == 0
+    assert capsys.readouterr().out.strip().endswith("nothing to do")
+    assert digest(run) == before
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,3 @@
 """gantool: a configurable command-line GAN trainer on PyTorch and Hydra."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
