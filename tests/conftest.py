@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import subprocess
@@ -79,22 +81,31 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["GANTOOL_CACHE_DIR"] = before
 
 
-@pytest.fixture(autouse=True)
-def own_log_handlers():
-    """Each test starts and ends with the root logger's handlers as they were: an in-process
+@contextlib.contextmanager
+def restored_logging():
+    """The root logger's handlers and level as they were before the block: an in-process
     `gantool train` lets Hydra install handlers (train.log's among them, closed when its run
     ends), which must not catch a later test's log lines."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def own_log_handlers():
+    """Each test starts and ends with the root logger's handlers as they were."""
+    with restored_logging():
+        yield
 
 
 @pytest.fixture
@@ -113,6 +124,44 @@ def run_cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedPr
         text=True,
         timeout=timeout,
     )
+
+
+def run_main(*args: str) -> int:
+    """gantool's main() in this process, as a user runs the command; its exit code."""
+    from gantool.app import cli
+
+    try:
+        cli.main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones too) with a hash of its bytes: what a refused
+    command must leave as it was. A FIFO counts by its name."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file()
+        else "not a file"
+        for p in sorted(folder.rglob("*"))
+        if not p.is_dir()
+    }
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed 6-step run (checkpoints at 3 and 6) made by `gantool train`, with its
+    .hydra folder, shared by the tests that read it or copy it to change it."""
+    folder = tmp_path_factory.mktemp("finished")
+    before = os.getcwd()
+    os.chdir(folder)  # the run records where it started
+    try:
+        with restored_logging():
+            assert run_main("train", *FAST, f"hydra.run.dir={folder / 'run'}") == 0
+    finally:
+        os.chdir(before)
+    return folder / "run"
 
 
 def only_run_dir(outputs: Path) -> Path:

@@ -22,23 +22,25 @@ from gantool.training.checkpointer import (
     resolve,
 )
 from gantool.training.codec import Checkpoint
+from gantool.training.gan import GAN
 from gantool.training.run_folder import RunFolder
 
-GAN = {"generator": {}, "discriminator": {}, "g_optimizer": {}, "d_optimizer": {}}
+CFG = compose_config(FAST)
+GAN_STATE = GAN.build(CFG.model, CFG.optimizer, 0.0, 1, torch.device("cpu")).state_dict()
 
 
 def checkpoint(step: int, **more) -> Checkpoint:
-    """The smallest Checkpoint the codec writes and reads back."""
+    """A Checkpoint of the Gaussian default's networks, fresh, that the codec writes and reads."""
     fields = {
         "step": step,
-        "gan": GAN,
+        "gan": GAN_STATE,
         "stream": {},
         "epoch_size": None,
         "rng": [rng_state()],
         "fixed_noise": torch.zeros(1),
         "stats_sum": torch.zeros(6),
         "stats_count": 0,
-        "config": {"dataset": {"name": "gaussian"}},
+        "config": to_dict(CFG),
         "started_in": None,
     }
     return Checkpoint(**{**fields, **more})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CUDA, FAST, assert_sweep_with_a_failed_job, only_run_dir, run_cli
+from conftest import CUDA, FAST, assert_sweep_with_a_failed_job, only_run_dir, run_cli, run_main
 from gantool.app.preflight import merge_overrides
 from gantool.core.files import MetricsLog
 
@@ -41,7 +41,8 @@ def test_train_then_sample(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr
     run = only_run_dir(tmp_path / "outputs")
     assert "Run folder" in trained.stdout and "KS statistic" in trained.stdout
-    assert (run / "train.log").read_text().count("Training gaussian for 6 steps") == 1
+    log = (run / "train.log").read_text()
+    assert log.count("Training on the Gaussian N(4, 1.25²) for 6 steps") == 1
     assert [r["step"] for r in MetricsLog(run / "metrics.jsonl").rows()] == [2, 4, 6]
 
     out = tmp_path / "values.csv"
@@ -109,8 +110,8 @@ BAD_INPUTS = [
             "trainer.checkpoint_every=2",
             "model.g.hidden=[1000000000000]",
         ],
-        1,
-        "out of memory",
+        2,
+        "this run needs at least",
     ),
     (["train", "hydra.run.dir=/dev/null/run"], 1, "cannot write /dev/null/run"),
     (["resume", "nowhere"], 1, "is not a gantool run folder"),
@@ -120,13 +121,16 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("args", "code", "message"), BAD_INPUTS, ids=lambda v: str(v)[:60])
-def test_bad_input_gives_one_clear_error(tmp_path: Path, args, code, message) -> None:
-    done = run_cli(*args, cwd=tmp_path)
-    assert done.returncode == code, (done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+def test_bad_input_gives_one_clear_error(tmp_path: Path, monkeypatch, capsys, args, code, message):
+    """In this process, as `gantool ARGS` runs it (test_train_then_sample runs the command)."""
+    monkeypatch.chdir(tmp_path)
+    assert run_main(*args) == code
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and message in lines[0]
-    assert "Traceback" not in done.stdout
+    assert "Traceback" not in out
+    assert list(tmp_path.iterdir()) == []  # refused: nothing written
 
 
 def test_missing_mnist_names_the_folder_and_files(tmp_path: Path) -> None:

@@ -54,11 +54,14 @@ def torchrun(*args: str, cwd: Path, temp: Path, nproc: int = 2) -> subprocess.Co
     )
 
 
-def _two_ranks_match_one_process(rank: int, port: int) -> None:
+def _two_ranks_match_one_process(rank: int, rendezvous: str) -> None:
     """Run in each of two gloo processes: DDP's updates equal one process's on the whole batch."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     timeout = datetime.timedelta(seconds=60)
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timeout)
+    # A file to meet at, not a port: a free port found now may be taken by another test's
+    # processes before both ranks bind it.
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2, timeout=timeout
+    )
     try:
         torch.manual_seed(0)  # the same modules and global batches on both ranks
         model = ModelConfig(latent_dim=2, g=GeneratorConfig(hidden=[8], batch_norm=True))
@@ -107,8 +110,9 @@ def _two_ranks_match_one_process(rank: int, port: int) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_updates_equal_one_process_on_the_global_batch() -> None:
-    mp.spawn(_two_ranks_match_one_process, args=(free_port(),), nprocs=2, join=True)
+def test_ddp_updates_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    rendezvous = str(tmp_path / "rendezvous")
+    mp.spawn(_two_ranks_match_one_process, args=(rendezvous,), nprocs=2, join=True)
 
 
 def test_two_processes_write_one_run_that_one_process_resumes(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ and start-up errors that write nothing."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import signal
 import subprocess
@@ -17,8 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CUDA, FAST, compose_config, mnist_overrides, run_cli, write_tiny_mnist
-from gantool.app import cli, job
+from conftest import (
+    CUDA,
+    FAST,
+    compose_config,
+    digest,
+    mnist_overrides,
+    run_cli,
+    run_main,
+    write_tiny_mnist,
+)
+from gantool.app import job
 from gantool.app.job import train
 from gantool.core.errors import ConfigError, GantoolError
 from gantool.core.files import MetricsLog
@@ -83,33 +91,6 @@ def test_intervals_are_still_checked_for_range() -> None:
 
 
 # --- resumes that never harm a run ------------------------------------------------------------
-def digest(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (hidden ones too) with a hash of its bytes."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    """A completed 6-step run made by the real command, with its .hydra folder."""
-    folder = tmp_path_factory.mktemp("finished")
-    done = run_cli("train", *FAST, f"hydra.run.dir={folder / 'run'}", cwd=folder)
-    assert done.returncode == 0, done.stderr
-    return folder / "run"
-
-
-def run_main(*args: str) -> int:
-    """gantool's main() in this process; its exit code."""
-    try:
-        cli.main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 REFUSED_RESUMES = [
     (["model.latent_dim=8"], 1, "model.latent_dim (4 -> 8)"),
     (["dataset.mean=5"], 1, "dataset.mean (4.0 -> 5.0)"),
@@ -397,15 +378,25 @@ def test_a_sweeper_minimises_the_distance_to_a_target() -> None:
 
 
 def test_auto_threads_leave_busy_cores_alone(monkeypatch) -> None:
-    from gantool.runtime import threads as trainer
+    from gantool.runtime import threads
 
-    monkeypatch.setattr(trainer, "TORCH_THREADS", 8)
-    monkeypatch.setattr(trainer.os, "cpu_count", lambda: 8)
-    assert trainer.cpu_threads(3, 10**6) == 3  # asked for
-    assert trainer.cpu_threads(0, 1000) == 1  # a small model
-    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert trainer.cpu_threads(0, 10**6) == 8  # an idle machine
-    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (5.6, 0.0, 0.0))
-    assert trainer.cpu_threads(0, 10**6) == 2
-    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
-    assert trainer.cpu_threads(0, 10**6) == 1
+    monkeypatch.setattr(threads, "TORCH_THREADS", 8)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    assert threads.cpu_threads(3, 10**6) == 3  # asked for
+    assert threads.cpu_threads(0, 1000) == 1  # a small model
+    for busy, expected in ((0, 8), (6, 2), (30, 1)):  # idle, most cores busy, overloaded
+        monkeypatch.setattr(threads, "busy_cores", lambda cores, busy=busy: busy)
+        assert threads.cpu_threads(0, 10**6) == expected
+    monkeypatch.setattr(threads, "TORCH_THREADS", 4)  # a joblib worker: OMP_NUM_THREADS=4
+    monkeypatch.setattr(threads, "busy_cores", lambda cores: 4)  # the other worker
+    assert threads.cpu_threads(0, 10**6) == 4
+
+
+def test_busy_cores_reads_the_machine_now_not_a_minute_ago(monkeypatch) -> None:
+    """Two cores: one spent the sampled interval busy, the other idle."""
+    from gantool.runtime import threads
+
+    samples = iter([(1000, 4000), (1010, 4020)])  # busy, total jiffies since boot
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    assert threads.busy_cores(2) == 1

@@ -201,7 +201,7 @@ def test_a_failed_write_leaves_no_file_and_no_folder(gaussian_run, tmp_path, cap
     monkeypatch.setattr(outputs, "atomic_write", full_disk)
     out = tmp_path / "made" / "for" / "it.png"
     assert gantool("sample", gaussian_run, "--out", out) == 1
-    assert f"cannot write {out}: No space left on device" in one_error_line(capsys)
+    assert f"cannot write {out}: the disk is full" in one_error_line(capsys)
     assert folders(tmp_path) == []
 
 

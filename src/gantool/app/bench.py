@@ -41,7 +41,7 @@ from gantool.config.compose import to_dict
 from gantool.config.schema import Config
 from gantool.core.console import console
 from gantool.core.errors import GantoolError
-from gantool.core.files import write_json
+from gantool.core.files import why_not_written, write_json
 from gantool.datasets.mnist import file_names, load_mnist, raw_folder, split_present, write_idx
 from gantool.datasets.registry import load_config, training_stream
 from gantool.nn.losses import BCE
@@ -350,7 +350,13 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
         raise GantoolError(
             f"{opts.out / 'fidelity'} holds an earlier fidelity check: choose another --out"
         )
-    opts.out.mkdir(parents=True, exist_ok=True)
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        probe = opts.out / ".bench-write-test"
+        probe.write_bytes(b"")  # bench.json must be writable before minutes of measuring
+        probe.unlink()
+    except OSError as e:
+        raise GantoolError(f"cannot write into --out {opts.out}: {why_not_written(e)}") from e
     scratch = opts.out / "random_mnist"
     root, data_note = mnist_root(opts.mnist_root, scratch)
     report(f"Measuring on {device}; MNIST data: {data_note}")

@@ -21,6 +21,7 @@ import gantool
 from gantool.app.completion import shell_completion
 from gantool.core.errors import ConfigError, GantoolError, Interrupted
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
 # The most samples one command draws (`gantool eval --num` too); families may allow fewer.
 MAX_NUM = 10_000_000
 SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -117,6 +118,16 @@ def resume(args: list[str]) -> None:
     resume_run(Path(args[0]), args[1:])
 
 
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        metavar="DEVICE",
+        help="auto, cpu, cuda or mps (default auto)",
+    )
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one `error:` line and exit 2, like every gantool error."""
 
@@ -132,13 +143,7 @@ def _generator_parser(prog: str, description: str, num_help: str) -> argparse.Ar
     )
     parser.add_argument("--num", type=int, help=num_help)
     parser.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2^64-1 (default 0)")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda", "mps"),
-        metavar="DEVICE",
-        help="auto, cpu, cuda or mps (default auto)",
-    )
+    _device_argument(parser)
     return parser
 
 
@@ -182,7 +187,7 @@ def sample(args: list[str]) -> None:
 
 
 def report(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="gantool report",
         description="One row per job of a sweep (or one row for a run folder): status, "
         "overrides, final losses, eval metrics, objective and wall time, fitted to the "
@@ -231,7 +236,7 @@ def evaluate(args: list[str]) -> None:
 
 
 def bench(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="gantool bench",
         description="Measure training speed on this machine: MNIST throughput and FLOP "
         "utilisation against the textbook DataLoader loop, Gaussian time-to-quality, start-up. "
@@ -240,7 +245,7 @@ def bench(args: list[str]) -> None:
     parser.add_argument(
         "--out", type=Path, help="folder for bench.json and its runs (default outputs/bench/TIME)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    _device_argument(parser)
     parser.add_argument(
         "--mnist-root",
         default="data",

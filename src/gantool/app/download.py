@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gantool.config.datasets import MnistConfig
 from gantool.core.errors import first_line
-from gantool.datasets.mnist import IdxImages, raw_folder
+from gantool.datasets.mnist import IdxImages, missing_files, raw_folder
 from gantool.datasets.registry import family
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,15 @@ def fetch_missing(ds) -> None:
         return
     made = _missing_folders(raw_folder(ds.root, ds.name))
     log.info("Downloading %s into %s", kind.label, raw_folder(ds.root, ds.name).resolve())
+    why = "the download gave no files"
     try:
         _download(kind, ds)
     except Exception as e:  # torchvision raises RuntimeError, URLError, OSError, ...
-        log.warning("%s download failed: %s", kind.label, first_line(e))
+        why = f"the download failed: {first_line(e)}"
     if not kind.present(ds):  # leave nothing behind but files that were there before
         for folder in made:
             shutil.rmtree(folder, ignore_errors=True)
+        raise missing_files(ds, why)
 
 
 def _download(kind: IdxImages, ds: MnistConfig) -> None:

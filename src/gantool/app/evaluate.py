@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gantool.app.sample import check_out, out_of_memory_as_error
+from gantool.app.sample import check_not_owned, check_out, out_of_memory_as_error
 from gantool.app.show import print_eval
 from gantool.core.console import console
 from gantool.core.files import write_file
@@ -61,6 +61,7 @@ def evaluate_checkpoint(
     if out is None:
         run_dir = trained.run_dir
         out = run_dir / "eval.json" if run_dir else trained.beside_checkpoint("eval.json")
+    check_not_owned(out, trained)
     num = num or cfg.trainer.num_eval_samples
     with out_of_memory_as_error(f"scoring {num:,} samples"):
         results = evaluate(cfg, trained.generator, trained.device, num, seed)

@@ -10,21 +10,28 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gantool.app.preflight import MULTIRUN_FLAGS, check_new_run, plan_resume, prepare_data
 from gantool.app.show import exit_with, print_summary, torchrun
-from gantool.config.compose import config_dir, describe_config_error, register_configs
+from gantool.config.compose import (
+    check_booleans,
+    config_dir,
+    describe_config_error,
+    register_configs,
+)
 from gantool.config.schema import Config
-from gantool.core.console import console
+from gantool.core.console import console, print_error
 from gantool.core.errors import ConfigError, GantoolError, Interrupted, NothingToDo
-from gantool.training.run_folder import RunFolder, RunInUse
+from gantool.core.signals import sigterm_as_interrupt
+from gantool.training.run_folder import RunFolder, RunInUse, RunTaken
 
 log = logging.getLogger("gantool")
 
@@ -48,6 +55,9 @@ def run_train(args: list[str], checked: bool = False) -> None:
     import hydra  # Here, not at the top: `gantool --help` never waits for Hydra's app.
 
     register_configs()
+    # A log handler that cannot write (a full disk) must not print a traceback per line: the
+    # write that fails next says it in one line.
+    logging.raiseExceptions = False
     rank, world_size = torchrun()
     if not checked:
         check_new_run(args, world_size)
@@ -87,68 +97,117 @@ def run_train(args: list[str], checked: bool = False) -> None:
             shutil.rmtree(private_dir, ignore_errors=True)
 
 
+# The folder `gantool resume` is continuing, in this process: its job may train in a folder
+# that holds a run. Every other job starts a new run, in a folder that holds none.
+_resuming: Path | None = None
+
+
 def resume(run_dir: Path, overrides: list[str]) -> None:
     """`gantool resume RUN_DIR [OVERRIDES]`: every check first, then the run's own folder,
     held from the checks to the end of training so that no second process slips in."""
+    global _resuming
     folder = RunFolder(run_dir.resolve())
     rank, _ = torchrun()
     overrides = plan_resume(folder, overrides, check_lock=rank == 0)  # refusals write nothing
     with folder.lock() if rank == 0 else contextlib.nullcontext():
-        run_train([*overrides, f"hydra.run.dir={quoted(folder.path)}"], checked=True)
+        _resuming = folder.path
+        try:
+            run_train([*overrides, f"hydra.run.dir={quoted(folder.path)}"], checked=True)
+        finally:
+            _resuming = None
 
 
 def _train_job(dict_cfg: DictConfig) -> float | None:
     """One training job: Hydra calls this once per run, or once per job of a sweep.
 
-    It returns the objective (trainer.objective's value), which sweepers such as Optuna's
-    minimise or maximise."""
+    Hydra has made the job's folder and written nothing in it (configs/train.yaml turns its
+    .hydra/ off, and train.log opens at the first line logged). The job first holds the folder
+    and checks that it may train there; only then is anything written. It returns the
+    objective (trainer.objective's value), which sweepers such as Optuna's minimise or
+    maximise."""
     from hydra.core.hydra_config import HydraConfig  # Hydra's app, as in run_train
     from hydra.types import RunMode
 
-    # Here, not at the top: torch, which `gantool train --help` and bad overrides never need.
-    from gantool.datasets.registry import family, to_config
-    from gantool.runtime import distributed
-
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    folder = RunFolder(Path(hydra_cfg.runtime.output_dir))
     rank, _ = torchrun()
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        cfg = to_config(dict_cfg)
-        with distributed.process_group(cfg):  # under torchrun; no group for one process
-            run_dir = distributed.from_main(lambda: run_dir)  # rank 0's folder, on every rank
-            with distributed.main_first():  # rank 0 downloads missing files, the others wait
-                if distributed.is_main():
-                    prepare_data(cfg)
-            summary = train(cfg, run_dir)
-    except KeyboardInterrupt:  # outside training's own handler: start-up or the evaluation
-        e = Interrupted(
-            f"SIGINT before the run was wrapped up; its checkpoints are kept in {run_dir} "
-            f"(`gantool resume {run_dir}` trains on, `gantool eval {run_dir}` scores the latest)",
-            2,
+        held = folder.lock(announce=False) if rank == 0 else contextlib.nullcontext()
+        with sigterm_as_interrupt(), held:
+            if rank == 0:
+                claim(folder, dict_cfg, hydra_cfg)
+            summary = _run(dict_cfg, list(hydra_cfg.overrides.task), folder.path)
+    except KeyboardInterrupt as e:  # outside training's own handler: start-up or the evaluation
+        signum = getattr(e, "signum", signal.SIGINT)
+        error = Interrupted(
+            f"{signal.Signals(signum).name} before the run was wrapped up; its checkpoints are "
+            f"kept in {folder.path} (`gantool resume {folder.path}` trains on, `gantool eval "
+            f"{folder.path}` scores the latest)",
+            signum,
         )
         if rank == 0:
-            _record_failure(run_dir, e)
-        exit_with(e)
+            _record_failure(folder.path, error)
+        if sweep and RememberSweepFolder.launcher_pid != os.getpid():
+            # One worker of a parallel sweep was stopped: the sweep goes on with the others.
+            raise _job_failure(hydra_cfg, error) from e
+        exit_with(error)
     except GantoolError as e:
         if rank == 0:
-            _record_failure(run_dir, e)
-        if hydra_cfg.mode == RunMode.MULTIRUN and not isinstance(e, Interrupted):
-            # Hydra goes on with the sweep's other jobs and raises this one at the end.
-            # (Ctrl-C or SIGTERM ends the whole sweep: exit_with below raises SystemExit,
-            # which Hydra's launcher does not catch.)
-            log.error("%s", e)
-            overrides = " ".join(hydra_cfg.overrides.task)
-            failure = GantoolError(f"job {hydra_cfg.job.num} ({overrides}) failed: {e}")
-            failure.exit_code = e.exit_code
-            raise failure from e
+            _record_failure(folder.path, e)
+        if sweep and not isinstance(e, Interrupted):
+            # Hydra goes on with the sweep's other jobs and raises the first failure at the end.
+            # (Ctrl-C or SIGTERM to the sweep's own process ends the whole sweep: exit_with
+            # below raises SystemExit, which Hydra's launcher does not catch.)
+            raise _job_failure(hydra_cfg, e) from e
         exit_with(e)
     except Exception as e:
         e.gantool_job = True  # tells run_train this is no config error
         raise
-    targets = family(cfg.dataset).targets(cfg.dataset)
     if rank == 0:
-        print_summary(summary, targets)
-    return sweep_objective(summary.get("objective", {}), targets)
+        print_summary(summary, summary.get("targets", {}))
+    return sweep_objective(summary.get("objective", {}), summary.get("targets", {}))
+
+
+def claim(folder: RunFolder, task_cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """With the folder's lock held: refuse a folder that holds a run (unless `gantool resume`
+    continues it), then record how the run was started in .hydra/."""
+    if folder.path != _resuming:
+        folder.check_new()
+    folder.announce()
+    folder.write_start(
+        OmegaConf.to_yaml(task_cfg),
+        OmegaConf.to_yaml({"hydra": hydra_cfg}),
+        OmegaConf.to_yaml(hydra_cfg.overrides.task),
+    )
+
+
+def _run(dict_cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
+    """The summary of training the config in run_dir (rank 0's, under torchrun, where each
+    process joins the others first). `overrides`: the job's, checked as `gantool train`'s
+    are (a sweep's jobs are composed by Hydra's launcher, not by compose)."""
+    # Here, not at the top: torch, which `gantool train --help` and bad overrides never need.
+    from gantool.datasets.registry import to_config
+    from gantool.runtime import distributed
+
+    check_booleans(overrides)
+    cfg = to_config(dict_cfg)
+    with distributed.process_group(cfg):  # under torchrun; no group for one process
+        run_dir = distributed.from_main(lambda: run_dir)  # rank 0's folder, on every rank
+        with distributed.main_first():  # rank 0 downloads missing files, the others wait
+            if distributed.is_main():
+                prepare_data(cfg)
+        return train(cfg, run_dir)
+
+
+def _job_failure(hydra_cfg: DictConfig, error: GantoolError) -> GantoolError:
+    """A sweep job's failure, said at once and raised to Hydra, which goes on with the others
+    and raises the first at the end."""
+    overrides = " ".join(hydra_cfg.overrides.task)
+    failure = GantoolError(f"job {hydra_cfg.job.num} ({overrides}) failed: {error}")
+    failure.exit_code = error.exit_code
+    print_error(str(failure))
+    return failure
 
 
 def sweep_objective(objective: dict, targets: dict[str, float]) -> float | None:
@@ -163,7 +222,7 @@ def sweep_objective(objective: dict, targets: dict[str, float]) -> float | None:
 def _record_failure(run_dir: Path, error: GantoolError) -> None:
     """Record how the run ended, for the user and for sweep reports (see RunFolder.record_end):
     a completed run's summary is kept, and a failed resume of it goes beside it."""
-    if isinstance(error, RunInUse | NothingToDo):  # the folder is another process's, or done
+    if isinstance(error, RunInUse | RunTaken | NothingToDo):  # another's run, or done
         return
     status = "interrupted" if isinstance(error, Interrupted) else "failed"
     with contextlib.suppress(OSError):  # if the folder itself failed, the error line says so
@@ -175,9 +234,11 @@ class RememberSweepFolder(Callback):
     Runs in the process that launches the sweep (also with the joblib launcher)."""
 
     folder: str | None = None
+    launcher_pid: int | None = None  # the sweep's own process (a parallel job's worker: not)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         RememberSweepFolder.folder = str(config.hydra.sweep.dir)
+        RememberSweepFolder.launcher_pid = os.getpid()
 
 
 def _say_where_the_sweep_is() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from gantool.config.compose import check_stored
 from gantool.config.schema import Config, run_length
 from gantool.core.errors import ConfigError, GantoolError
 from gantool.training.run_folder import RunFolder
@@ -25,13 +26,19 @@ def check_new_run(args: list[str], world_size: int = 1) -> None:
     Skipped for sweeps (each job checks itself, and a failing job must not stop the others)
     and for Hydra's own flags (--help, --cfg, -sc, ...), which train nothing.
     """
-    if any(a in MULTIRUN_FLAGS or a.startswith("-") for a in args):
+    if any(a in MULTIRUN_FLAGS for a in args):
+        check_sweep_folder(args)
+        return
+    if any(a.startswith("-") for a in args):
         return
     # Here, not at the top: the config's checks import torch, which Hydra's flags never need.
     from gantool.datasets.registry import load_config
 
     cfg = load_config(task_overrides(args))
     check_device(cfg)
+    from gantool.training.loop import check_fits  # torch, as above
+
+    check_fits(cfg)
     if world_size == 1:  # under torchrun, rank 0 does it alone once the processes have met
         prepare_data(cfg)
     else:
@@ -45,21 +52,26 @@ def check_new_run(args: list[str], world_size: int = 1) -> None:
         raise ConfigError(
             "hydra.run.dir is empty: it would train into the current folder; name a folder"
         )
-    if RunFolder(run_dir).holds_run():
-        raise ConfigError(
-            f"{run_dir} already holds a run: continue it with `gantool resume {run_dir}`, "
-            "or choose another hydra.run.dir"
-        )
+    RunFolder(run_dir).check_new()
+
+
+def check_sweep_folder(args: list[str]) -> None:
+    """A sweep whose folder is itself a run's (hydra.sweep.dir=RUN) would write Hydra's
+    multirun.yaml into it: refused before the sweep starts. Each job checks its own folder."""
+    sweep_dir = override_value(args, "hydra.sweep.dir")
+    if sweep_dir and "${" not in sweep_dir:
+        RunFolder(sweep_dir).check_new()
 
 
 def prepare_data(cfg: Config) -> None:
     """Download an image set's missing files where dataset.download allows it, then refuse
     data that cannot be had."""
     from gantool.app.download import fetch_missing  # torch, as in check_new_run
-    from gantool.datasets.registry import family
+    from gantool.datasets.registry import check_batch, family
 
     fetch_missing(cfg.dataset)
     family(cfg.dataset).check_available(cfg.dataset)
+    check_batch(cfg)
 
 
 def override_value(args: list[str], key: str) -> str | None:
@@ -98,6 +110,7 @@ def plan_resume(folder: RunFolder, new: list[str], check_lock: bool = True) -> l
     from gantool.training.loop import check_not_done
 
     saved = folder.read_overrides()
+    check_stored(saved, folder.overrides_file)  # the folder may come from anywhere
     if check_lock:
         folder.check_free()
     if not list_checkpoints(folder.path):

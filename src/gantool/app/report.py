@@ -21,6 +21,7 @@ from rich.text import Text
 from gantool.config.metrics import HIGHER_IS_BETTER, TARGETED  # other metrics sort ascending
 from gantool.core import console as terminal  # looked up at each print: tests redirect it
 from gantool.core.errors import GantoolError
+from gantool.core.files import NotRegular, read_regular
 from gantool.training.run_folder import RunFolder
 
 # The losses shown from each job's last logged interval.
@@ -171,11 +172,11 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
 def _read_summary(path: Path, job: Job) -> dict | None:
     """summary.json, or None: the job has not finished (status unfinished) or the file is
     damaged (status unreadable, and its error)."""
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        summary = json.loads(read_regular(path))
+    except (OSError, ValueError, NotRegular) as e:  # ValueError: not JSON, or not UTF-8
         job.status, job.error = "unreadable", f"cannot read summary.json: {e}"
         return None
     if not isinstance(summary, dict):
@@ -191,8 +192,8 @@ def _targets(config_path: Path, summary: dict | None, job: Job) -> dict[str, flo
     saved = _dict(summary or {}, "targets")
     if not saved and config_path.is_file():
         try:
-            config = yaml.safe_load(config_path.read_bytes().decode("utf-8"))
-        except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8
+            config = yaml.safe_load(read_regular(config_path).decode("utf-8"))
+        except (OSError, ValueError, yaml.YAMLError, NotRegular) as e:  # ValueError: not UTF-8
             job.problems.append(f"cannot read {config_path}: {_one_line(e)}")
             config = None
         dataset = _dict(config, "dataset") if isinstance(config, dict) else {}
@@ -218,8 +219,8 @@ def _dict(summary: dict, key: str) -> dict:
 def _last_logged_step(job_dir: Path) -> int | None:
     """The step of the last complete row of metrics.jsonl: how far an unfinished job got."""
     try:
-        lines = (job_dir / "metrics.jsonl").read_text(errors="replace").splitlines()
-    except OSError:
+        lines = read_regular(job_dir / "metrics.jsonl").decode(errors="replace").splitlines()
+    except (OSError, NotRegular):
         return None
     for line in reversed(lines):
         try:

@@ -115,8 +115,7 @@ def sample_checkpoint(
             if trained.run_dir
             else trained.beside_checkpoint(name)
         )
-    if run_of(out) is not None or (out.exists() and out.samefile(trained.checkpoint)):
-        raise ConfigError(f"--out {out}: samples never go over a checkpoint or into checkpoints/")
+    check_not_owned(out, trained)
     fmt = out.suffix.lower()
     formats = kind.picture_formats + kind.raw_formats
     if fmt not in formats:
@@ -155,6 +154,15 @@ def command(
         soft_wrap=True,
         markup=False,
     )
+
+
+def check_not_owned(out: Path, trained: Trained) -> None:
+    """An output never goes over a checkpoint, into any run's checkpoints/, or onto a file of
+    the run it comes from (its summary, metrics, logs, .hydra/)."""
+    if run_of(out) is not None or (out.exists() and out.samefile(trained.checkpoint)):
+        raise ConfigError(f"--out {out}: outputs never go over a checkpoint or into checkpoints/")
+    if trained.run is not None and trained.run.owns(out):
+        raise ConfigError(f"--out {out}: that is one of the run's own files; choose another name")
 
 
 def check_label(label: int | None, model) -> None:

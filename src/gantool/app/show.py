@@ -9,9 +9,10 @@ import sys
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gantool.config.metrics import metric
-from gantool.core.console import console, print_error
+from gantool.core.console import console, print_error, stderr
 from gantool.core.errors import GantoolError, Interrupted, NothingToDo
 
 
@@ -91,8 +92,11 @@ def exit_with(error: GantoolError) -> None:
     if isinstance(error, NothingToDo):
         if rank == 0:
             print(error)
+    elif isinstance(error, Interrupted):  # a stop the user asked for is not an error
+        if rank == 0:  # all ranks stop together; rank 0 says where it saved
+            stderr.print(Text(f"stopped: {error}"), soft_wrap=True)
     elif rank == 0:
         print_error(str(error))
-    elif not isinstance(error, Interrupted):  # all stop together; rank 0 says where it saved
+    else:
         print_error(f"rank {rank}: {error}")
     sys.exit(error.exit_code)

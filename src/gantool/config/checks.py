@@ -23,7 +23,8 @@ from gantool.core.errors import ConfigError
 
 
 def validate(cfg: Config) -> None:
-    """Raise ConfigError naming the first key whose value is out of range or not a choice.
+    """Raise ConfigError naming the first key whose value is out of range or not a choice;
+    fill in trainer.objective when it is left to the dataset (null).
 
     What needs more than the config (a dataset's files, the list of losses) is checked one
     layer up, by gantool.datasets.registry.check."""
@@ -137,6 +138,8 @@ def _check_trainer(cfg: Config) -> None:
         raise ConfigError(
             f"trainer.cuda_graph={t.cuda_graph!r} is not a choice: expected auto, true or false"
         )
+    if t.objective is None:
+        t.objective = ds.default_objective
     choice("trainer.objective", t.objective, ds.eval_keys)
     if not 0 <= t.seed < 2**32:  # numpy's seeds are 32-bit
         raise ConfigError(f"trainer.seed={t.seed}: must be in [0, 2**32)")

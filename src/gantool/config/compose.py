@@ -21,10 +21,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gantool.config import schema as schema_module
 from gantool.config.checks import choice_message, validate
 from gantool.config.datasets import SCHEMAS
 from gantool.config.schema import Config
 from gantool.core.errors import ConfigError, first_line
+
+# The schema's nested dataclasses by name (field types are strings under `annotations`).
+_SCHEMA_NODES = {
+    name: node
+    for name, node in vars(schema_module).items()
+    if isinstance(node, type) and dataclasses.is_dataclass(node)
+}
 
 
 def register_configs() -> None:
@@ -33,6 +41,8 @@ def register_configs() -> None:
     # Cached, like Hydra's ${now:}: Hydra copies the cache into each job's config, so jobs that
     # parallel launchers run in other processes still share the sweep's folder.
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+    # `gantool train --help` lists the groups with ${gantool_groups:} (configs/train.yaml).
+    OmegaConf.register_new_resolver("gantool_groups", group_listing, replace=True)
     cs = ConfigStore.instance()
     cs.store(group="schema", name="train", node=Config)
     for name, schema in SCHEMAS.items():
@@ -45,9 +55,32 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parents[3] / "configs"
 
 
+# Groups whose options named after a dataset are that dataset's own defaults, which a dataset
+# option brings by itself (configs/train.yaml: `model: ${dataset}` and the like).
+PER_DATASET = ("model", "optimizer", "trainer", "loss")
+
+
+def group_listing() -> str:
+    """The config groups and the options a user chooses from, one line each."""
+    folder = config_dir()
+    groups = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name != "hydra")
+    datasets = {p.stem for p in (folder / "dataset").glob("*.yaml")}
+    lines = []
+    for group in groups:
+        names = sorted(p.stem for p in (folder / group).glob("*.yaml"))
+        if group in PER_DATASET:
+            names = [n for n in names if n not in datasets]
+        if names:
+            lines.append(f"{group}: {', '.join(names)}")
+        else:
+            lines.append(f"{group}: the dataset's own (override its keys, like {group}.<key>=...)")
+    return "\n".join(lines)
+
+
 def compose(overrides: list[str]) -> DictConfig:
     """`configs/train.yaml` composed with overrides, as `gantool train` composes it."""
     register_configs()
+    check_booleans(overrides)
     try:
         with initialize_config_dir(str(config_dir()), version_base=None):
             return hydra_compose("train", overrides=overrides)
@@ -66,6 +99,7 @@ def typed(cfg: DictConfig | dict) -> Config:
     name = OmegaConf.select(cfg, "dataset.name")
     if name not in SCHEMAS:
         raise ConfigError(choice_message("dataset.name", name, tuple(SCHEMAS)))
+
     # Merging into the schemas re-applies their types, so a plain dict is checked like YAML.
     try:
         schema = OmegaConf.structured(Config)
@@ -76,6 +110,105 @@ def typed(cfg: DictConfig | dict) -> Config:
         raise ConfigError(describe_config_error(e)) from e
     validate(config)
     return config
+
+
+# --- overrides a run folder stores -------------------------------------------------------------
+def check_stored(overrides: list[str], source: Path) -> None:
+    """Refuse, naming the line, any override of a run folder's .hydra/overrides.yaml that is not
+    a plain setting of gantool's: `group=option` for one of configs/' groups, `key=value` for a
+    key of the schema with a plain value (numbers, strings, booleans, null, lists of them).
+
+    A run folder may come from anywhere, and composing its overrides runs Hydra: `hydra.*`
+    keys (callbacks, logging handlers), `_target_` (objects to build), `+`/`~`/`++` (keys
+    outside the schema) and ${...} interpolations are never stored by gantool, so they are
+    never read back. The user's own command-line overrides are theirs and are not checked."""
+    parser = OverridesParser.create()
+    groups = {p.name for p in config_dir().iterdir() if p.is_dir()} - {"hydra"}
+    for number, line in enumerate(overrides, 1):
+        try:
+            parsed = parser.parse_override(line)
+        except Exception:  # Hydra's parse errors have no common public base
+            why = "it does not parse as an override"
+        else:
+            why = _unsafe(parsed, groups)
+        if why:
+            raise ConfigError(
+                f"{source} line {number}: {line!r} is refused: {why}. A run folder's overrides "
+                "are gantool's own settings only; restore the file or start a new run"
+            )
+
+
+def _unsafe(parsed, groups: set[str]) -> str | None:
+    """Why a parsed stored override is not a plain gantool setting, or None."""
+    key = parsed.key_or_group
+    if key.split("/")[0].split(".")[0] == "hydra" or parsed.package is not None:
+        return "Hydra's own settings are not a run's"
+    if "_target_" in (parsed.input_line or ""):
+        return "it names an object to build (_target_)"
+    if parsed.is_delete() or parsed.is_add() or parsed.is_force_add():
+        return "it adds or deletes a key (+, ++, ~) beyond gantool's schema"
+    if parsed.is_sweep_override():
+        return "a run holds one value per key, not a sweep"
+    value = parsed.value()
+    if "." not in key:
+        if key not in groups:
+            return f"{key} is not one of gantool's config groups ({', '.join(sorted(groups))})"
+        if not isinstance(value, str) or not value.isidentifier():
+            return f"{value!r} is not the name of a {key} option"
+        return None
+    if not _in_schema(key.split(".")):
+        return f"{key} is not a key of gantool's config"
+    if not _plain(value):
+        return "its value is not a plain number, string, boolean, null or list of them"
+    return None
+
+
+def _in_schema(path: list[str]) -> bool:
+    """Whether a dotted key names a field of the Config schema (any dataset schema's, under
+    dataset)."""
+    return _field_type(path) is not None
+
+
+def _field_type(path: list[str]) -> str | None:
+    """The type of the schema's leaf field a dotted key names, as written in the schema
+    ("bool", "int | None", ...), or None if it names none."""
+    head, rest = path[0], path[1:]
+    if head == "dataset":
+        fields = {f.name: f for schema in SCHEMAS.values() for f in dataclasses.fields(schema)}
+        return str(fields[rest[0]].type) if len(rest) == 1 and rest[0] in fields else None
+    node: type | None = Config
+    kind = None
+    for part in path:
+        fields = {f.name: f for f in dataclasses.fields(node)} if node else {}
+        if part not in fields:
+            return None
+        kind = str(fields[part].type)
+        node = _SCHEMA_NODES.get(kind)
+    return None if node is not None else kind  # a leaf, not a whole group of keys
+
+
+def check_booleans(overrides: list[str]) -> None:
+    """A bool key takes true or false, nothing else: OmegaConf would take 2, or "yes", as
+    true. (Overrides that do not parse are left to Hydra, which names them.)"""
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            parsed = parser.parse_override(line)
+        except Exception:  # Hydra's parse errors have no common public base
+            continue
+        key = parsed.key_or_group
+        if "." not in key or parsed.is_sweep_override() or _field_type(key.split(".")) != "bool":
+            continue
+        if not isinstance(parsed.value(), bool):
+            raise ConfigError(f"{key}={parsed.value()!r}: must be true or false")
+
+
+def _plain(value) -> bool:
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, str):
+        return "${" not in value
+    return value is None or isinstance(value, bool | int | float)
 
 
 def defaults() -> dict:

@@ -34,6 +34,7 @@ class GaussianConfig:
         "eval/excess_kurtosis",
     )
     endless: ClassVar[bool] = True
+    default_objective: ClassVar[str] = "eval/w1"
 
     def check(self) -> None:
         finite("dataset.mean", self.mean)
@@ -59,6 +60,7 @@ class MnistConfig:
     )
     endless: ClassVar[bool] = False
     num_classes: ClassVar[int] = 10  # labelled: model.conditional may be set
+    default_objective: ClassVar[str] = "eval/fld"
 
     def check(self) -> None:
         choice("dataset.split", self.split, SPLITS)
@@ -107,6 +109,11 @@ class MixtureConfig:
     @property
     def endless(self) -> bool:
         return self.num_samples is None
+
+    @property
+    def default_objective(self) -> str:
+        """In 1-D, the W1 distance to the mixture; in more dimensions, PacGAN's reverse KL."""
+        return "eval/w1" if self.dim == 1 else "eval/reverse_kl"
 
     @property
     def dim(self) -> int:
@@ -194,6 +201,7 @@ class VectorsConfig:
         "eval/recall",
     )
     endless: ClassVar[bool] = False
+    default_objective: ClassVar[str] = "eval/fd"
 
     def recorded(self) -> bool:
         """Whether the record has been filled in (by gantool.datasets.vectors)."""

@@ -126,8 +126,9 @@ class TrainerConfig:
     num_eval_samples: int = 100_000  # samples behind the end-of-run evaluation
     eval_at_end: bool = True  # evaluate the final generator into summary.json (`gantool eval`)
     # The evaluation number a run is judged by: returned to Hydra's sweepers, sorted on by
-    # `gantool report`. One of the dataset's eval_keys.
-    objective: str = "eval/w1"
+    # `gantool report`. One of the dataset's eval_keys; null: the dataset's own choice (its
+    # schema's default_objective), filled in when the config is checked.
+    objective: str | None = None
     # Keep an exponential moving average of G's weights (0 turns it off); sample images, the
     # end-of-run statistics and `gantool sample` then use it.
     ema_decay: float = 0.0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,23 @@ log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)  # read once: it can only be read by setting it
 os.umask(_UMASK)
+
+
+class NotRegular(GantoolError):
+    """A path that names something other than a regular file: a FIFO, a device, a folder."""
+
+
+def read_regular(path: Path) -> bytes:
+    """A regular file's bytes. Anything else is refused without waiting on it: a FIFO named
+    like a run's file, or /dev/urandom given as data, would otherwise block or never end."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegular(f"{path} is not a regular file: gantool reads only regular files")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -51,7 +70,14 @@ def write_file(path: Path, data: bytes) -> None:
         for new in made:
             with contextlib.suppress(OSError):
                 new.rmdir()
-        raise GantoolError(f"cannot write {path}: {e.strerror or first_line(e)}") from e
+        raise GantoolError(f"cannot write {path}: {why_not_written(e)}") from e
+
+
+def why_not_written(error: OSError) -> str:
+    """An OSError of a write, as the one line says it."""
+    if error.errno == errno.ENOSPC:
+        return "the disk is full"
+    return error.strerror or first_line(error)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -76,7 +102,7 @@ class MetricsLog:
         if not self.path.exists():
             return []
         rows = []
-        for number, line in enumerate(self.path.read_bytes().splitlines(), 1):
+        for number, line in enumerate(read_regular(self.path).splitlines(), 1):
             try:
                 row = json.loads(line)
             except ValueError:

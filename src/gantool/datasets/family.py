@@ -57,6 +57,10 @@ class Family(ABC):
         """The option of the `dataset` group (`dataset=NAME`)."""
         return self.schema.name
 
+    def describe(self, ds) -> str:
+        """What a run trains on, in a few words, for its first log line."""
+        return self.label
+
     # --- before a run --------------------------------------------------------------------------
     def complete(self, ds) -> None:
         """Fill in what the config leaves to the data, in place (the user's vectors record their
@@ -66,6 +70,11 @@ class Family(ABC):
 
     def check_available(self, ds) -> None:
         """Before a run starts: refuse, in one line, data that cannot be had."""
+        return None
+
+    def epoch_size(self, ds) -> int | None:
+        """The rows of a finite training set (files read for their size only), or None for
+        an endless stream."""
         return None
 
     # --- training ------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ class Gaussian(Family):
     raw_formats = (".npy", ".pt", ".csv")
     default_num = 10_000
 
+    def describe(self, ds: GaussianConfig) -> str:
+        return f"the Gaussian N({ds.mean:g}, {ds.std:g}²)"
+
     def sample_shape(self, ds: GaussianConfig) -> tuple[int, ...]:
         return (1,)
 

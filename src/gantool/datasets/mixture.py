@@ -214,8 +214,15 @@ class Mixture(Family):
     raw_formats = (".npy", ".pt")
     default_num = 2500
 
+    def describe(self, ds: MixtureConfig) -> str:
+        drawn = f", {ds.num_samples:,} points drawn once" if ds.num_samples else ""
+        return f"a mixture of {len(ds.centres)} Gaussians in {ds.dim}-D{drawn}"
+
     def sample_shape(self, ds: MixtureConfig) -> tuple[int, ...]:
         return (ds.dim,)
+
+    def epoch_size(self, ds: MixtureConfig) -> int | None:
+        return ds.num_samples
 
     def stream(self, ds: MixtureConfig, batch_size, seed, device, labels=False) -> MixtureStream:
         return MixtureStream(ds, batch_size, seed, device)

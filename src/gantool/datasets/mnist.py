@@ -67,13 +67,21 @@ def read_split(
 
 
 def missing_files(cfg: MnistConfig, how: str) -> GantoolError:
+    """The split's files are not there: where they were looked for, what would work."""
     names = file_names(cfg.split)
     kind = image_set(cfg.name)
+    other = "test" if cfg.split == "train" else "train"
+    if split_present(cfg.root, other, cfg.name):
+        hint = f"The {other} split is there: dataset.split={other} trains on it."
+    else:
+        hint = (
+            f"Put the files there, or point dataset.root at the folder that holds "
+            f"{kind.folder}/raw."
+        )
     return GantoolError(
         f"{kind.label} {cfg.split} split not found in "
         f"{raw_folder(cfg.root, cfg.name).resolve()} ({how}): expected "
-        f"{' and '.join(n + '[.gz]' for n in names)}. Put the files there, or point "
-        f"dataset.root at the folder that holds {kind.folder}/raw."
+        f"{' and '.join(n + '[.gz]' for n in names)}. {hint}"
     )
 
 
@@ -201,6 +209,7 @@ def evaluate(
         "eval/precision_noise": precision_noise,
         "eval/recall_noise": recall_noise,
         "eval/classifier_accuracy": classifier.accuracy,  # on real held-out images
+        "eval/feature_net": classifier.digest,  # the same digest: comparable numbers
         **asked,
     }
 
@@ -304,8 +313,26 @@ class IdxImages(Family):
         if not self.present(ds):
             raise missing_files(ds, "not downloaded" if ds.download else "dataset.download=false")
 
+    def describe(self, ds: MnistConfig) -> str:
+        return f"{self.label} ({ds.split} split)"
+
     def sample_shape(self, ds: MnistConfig) -> tuple[int, ...]:
         return (1, 28, 28)
+
+    def epoch_size(self, ds: MnistConfig) -> int | None:
+        """The split's number of images, from its labels file's header."""
+        path = _find(raw_folder(ds.root, ds.name), file_names(ds.split)[1])
+        if path is None:
+            raise missing_files(ds, "not downloaded" if ds.download else "dataset.download=false")
+        opener = gzip.open if path.suffix == ".gz" else open
+        try:
+            with opener(path, "rb") as f:
+                header = f.read(8)
+        except (OSError, EOFError) as e:
+            raise GantoolError(f"cannot read {path}: {e}") from e
+        if len(header) < 8 or int.from_bytes(header[:4], "big") != LABELS_MAGIC:
+            raise GantoolError(f"{path} is not an MNIST IDX labels file")
+        return int.from_bytes(header[4:8], "big")
 
     def stream(self, ds: MnistConfig, batch_size, seed, device, labels=False) -> MnistStream:
         return MnistStream(ds, batch_size, seed, device, labels)

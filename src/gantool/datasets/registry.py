@@ -77,6 +77,19 @@ def batches_per_epoch(cfg: Config, epoch_size: int | None) -> int | None:
     return None if epoch_size is None else epoch_size // batch_rows(cfg)
 
 
+def check_batch(cfg: Config) -> None:
+    """A batch larger than a finite training set is a bad setting: refused before a run
+    starts (it needs the data's size: files are read for it)."""
+    rows = family(cfg.dataset).epoch_size(cfg.dataset)
+    if rows is not None and batch_rows(cfg) > rows:
+        t, pack = cfg.trainer, cfg.model.d.pack
+        packed = f" x model.d.pack={pack} samples" if pack > 1 else ""
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size}{packed} is larger than the training set "
+            f"({rows:,} rows): use trainer.batch_size={rows // pack} or less"
+        )
+
+
 def training_stream(cfg: Config, device: torch.device, seed: int | None = None) -> Stream:
     """The stream a run of the whole config `cfg` trains on: batches of batch_rows(cfg),
     labelled when the model is conditional; the run's seed unless `seed` is given."""

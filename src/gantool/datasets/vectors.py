@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import torch
@@ -73,6 +74,8 @@ def read_table(path: str | Path) -> Table:
         raise GantoolError(f"{path}: cannot read it: {e.strerror or e}") from e
     if path.is_dir():
         raise GantoolError(f"{path} is a folder: name the .npy or .csv file inside it")
+    if not S_ISREG(stat.st_mode):  # a FIFO or a device would block, or never end
+        raise GantoolError(f"{path} is not a regular file: name a .npy or .csv file")
     return _read_cached(str(path.resolve()), suffix, stat.st_size, stat.st_mtime_ns, str(path))
 
 
@@ -400,8 +403,14 @@ class Vectors(Family):
         in case the config came from elsewhere."""
         load(ds)
 
+    def describe(self, ds: VectorsConfig) -> str:
+        return f"the {len(ds.features)}-feature vectors of {ds.path}"
+
     def sample_shape(self, ds: VectorsConfig) -> tuple[int, ...]:
         return (len(ds.features),)
+
+    def epoch_size(self, ds: VectorsConfig) -> int | None:
+        return len(load(ds).data)
 
     def stream(self, ds: VectorsConfig, batch_size, seed, device, labels=False) -> VectorsStream:
         return VectorsStream(ds, batch_size, seed, device)

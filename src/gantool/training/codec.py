@@ -31,6 +31,8 @@ import torch
 from gantool.config.compose import defaults, flatten, to_dict
 from gantool.config.schema import Config
 from gantool.core.errors import GantoolError, first_line
+from gantool.datasets.registry import family, to_config
+from gantool.nn.mlp import Discriminator, Generator
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def decode(state: Any, path: Path) -> Checkpoint:
         )
     except _Unlike as e:
         raise GantoolError(f"{path} is not a gantool checkpoint: {e}") from None
-    problem = _structure_problem(ckpt)
+    problem = _structure_problem(ckpt) or _shape_problem(ckpt)
     if problem:
         raise GantoolError(f"{path} is damaged: {problem}")
     return ckpt
@@ -183,6 +185,59 @@ def _structure_problem(ckpt: Checkpoint) -> str | None:
     for i, rank in enumerate(ckpt.rng):
         if not isinstance(rank, dict) or not all(k in rank for k in RNG_KEYS):
             return f"the RNG state of rank {i} lacks one of {', '.join(RNG_KEYS)}"
+    return None
+
+
+def _shape_problem(ckpt: Checkpoint) -> str | None:
+    """What in the GAN's state does not fit the networks its own config builds, or None: every
+    tensor is checked before any is loaded into a module."""
+    try:
+        cfg = to_config(ckpt.config)
+    except GantoolError as e:
+        return f"its config is not one this gantool reads ({e})"
+    dim = family(cfg.dataset).data_dim(cfg.dataset)
+    # On the meta device: shapes without memory, and no random number drawn.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        generator, discriminator = Generator(cfg.model, dim), Discriminator(cfg.model, dim)
+    nets = {"generator": generator, "discriminator": discriminator, "ema": generator}
+    for name, net in nets.items():
+        if name in ckpt.gan:
+            problem = _module_problem(ckpt.gan[name], net.state_dict())
+            if problem:
+                return f"its gan.{name} {problem}"
+    for name, net in (("g_optimizer", "generator"), ("d_optimizer", "discriminator")):
+        problem = _optimizer_problem(ckpt.gan[name], list(nets[net].parameters()))
+        if problem:
+            return f"its gan.{name} {problem}"
+    return None
+
+
+def _module_problem(saved: dict, expected: dict) -> str | None:
+    if saved.keys() != expected.keys():
+        differ = sorted(saved.keys() ^ expected.keys())
+        return f"has other tensors than its config's network ({', '.join(differ[:3])})"
+    for key, want in expected.items():
+        got = saved[key]
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return f"holds {key} of shape {shape}; its config makes {tuple(want.shape)}"
+    return None
+
+
+def _optimizer_problem(saved: dict, params: list[torch.Tensor]) -> str | None:
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(groups, list) or not isinstance(state, dict):
+        return "is not an optimizer's state"
+    try:
+        indices = [i for group in groups for i in group["params"]]
+    except (KeyError, TypeError):
+        return "is not an optimizer's state"
+    if len(indices) != len(params):
+        return f"holds {len(indices)} parameters; its config's network has {len(params)}"
+    for index, param in zip(indices, params, strict=True):
+        for key, value in (state.get(index) or {}).items():
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != param.shape:
+                return f"holds {key} of shape {tuple(value.shape)} for a {tuple(param.shape)}"
     return None
 
 

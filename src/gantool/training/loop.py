@@ -4,7 +4,6 @@ and the checkpointer's, the end of a run finish.py's."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -17,12 +16,13 @@ import torch
 from gantool.config.compose import to_dict
 from gantool.config.schema import Config, TrainerConfig, run_length
 from gantool.core.console import ProgressBar
-from gantool.core.errors import GantoolError, Interrupted, NothingToDo, first_line
+from gantool.core.errors import ConfigError, GantoolError, Interrupted, NothingToDo, first_line
+from gantool.core.files import why_not_written
 from gantool.core.signals import StopRequest
 from gantool.datasets.registry import family, training_stream
 from gantool.nn.mlp import Discriminator, Generator, generate, row_classes, sample_latent
 from gantool.runtime import distributed
-from gantool.runtime.device import auto_device, resolve_device
+from gantool.runtime.device import auto_device, free_memory, resolve_device
 from gantool.runtime.rng import rng_state, seed_everything
 from gantool.runtime.threads import cpu_threads
 from gantool.training import graph
@@ -58,8 +58,7 @@ def train(cfg: Config, run_dir: Path, open_loggers: OpenLoggers) -> dict:
     except MemoryError as e:
         raise GantoolError(f"out of memory; {_SMALLER}") from e
     except OSError as e:
-        why = "the disk is full" if e.errno == errno.ENOSPC else e.strerror or e
-        raise GantoolError(f"cannot write {e.filename or run_dir}: {why}") from e
+        raise GantoolError(f"cannot write {e.filename or run_dir}: {why_not_written(e)}") from e
 
 
 _SMALLER = "try a smaller trainer.batch_size, model.*.hidden or trainer.num_samples"
@@ -71,8 +70,8 @@ def _train(cfg: Config, folder: RunFolder, open_loggers: OpenLoggers) -> dict:
     run = Run(cfg, folder)
     run.resume(open_loggers)
     log.info(
-        "Training %s for %d steps on %s; run folder %s",
-        cfg.dataset.name,
+        "Training on %s for %d steps on %s; run folder %s",
+        run.family.describe(cfg.dataset),
         run.total_steps,
         run.device,
         folder.path,
@@ -104,6 +103,43 @@ def check_not_done(run_dir: Path, step: int, total_steps: int, t: TrainerConfig)
     if step >= total_steps:
         length = f"trainer.steps={t.steps}" if t.steps is not None else f"trainer.epochs={t.epochs}"
         raise NothingToDo(f"{run_dir} is already at step {step} ({length}): nothing to do")
+
+
+def check_fits(cfg: Config) -> None:
+    """Refuse, before anything starts, a run that cannot fit in this machine's free memory:
+    the networks with their gradients, Adam's moments and the EMA copy, the fixed noise, a
+    fixed training set drawn from the config, and a step's activations, in float32. An
+    estimate that errs low: what it refuses could never have run."""
+    device = resolve_device(cfg.device.name)
+    free = free_memory(device)
+    if free is None:
+        return
+    t, m = cfg.trainer, cfg.model
+    dim = family(cfg.dataset).data_dim(cfg.dataset)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # sizes, no memory
+        nets = Generator(m, dim), Discriminator(m, dim)
+    params = [sum(p.numel() for p in net.parameters()) for net in nets]
+    copies = 4 + (t.ema_decay > 0)  # weights, gradients, Adam's two moments, EMA
+    rows = t.batch_size * m.d.pack
+    widths = sum(m.g.hidden) + sum(m.d.hidden) * max(m.g.pieces, m.d.pieces) + dim
+    drawn = getattr(cfg.dataset, "num_samples", None) or 0  # a mixture's fixed set
+    numbers = (
+        params[0] * copies
+        + params[1] * 4
+        + t.num_samples * (m.latent_dim + 1 + dim)
+        + drawn * dim
+        + rows * widths
+    )
+    if 4 * numbers > free:
+        raise ConfigError(
+            f"this run needs at least {_gb(4 * numbers)} of memory on {device.type} "
+            f"({sum(params):,} parameters in G and D, batches of {rows:,}), and "
+            f"{_gb(free)} is free; {_SMALLER}"
+        )
+
+
+def _gb(size: int) -> str:
+    return f"{size / 2**30:,.1f} GB"
 
 
 class Run:

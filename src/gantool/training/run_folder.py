@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Protocol
 
 import yaml
 
-from gantool.core.errors import GantoolError
-from gantool.core.files import MetricsLog, write_file, write_json
+from gantool.core.errors import ConfigError, GantoolError
+from gantool.core.files import MetricsLog, NotRegular, read_regular, write_file, write_json
 
 try:  # POSIX; elsewhere runs go unlocked
     import fcntl
@@ -158,11 +159,25 @@ class RunFolder:
         return self.path / "failure.json"
 
     @property
+    def train_log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
 
     def sample_image(self, step: int) -> Path:
         return self.samples / f"step_{step:07d}.png"
+
+    def owns(self, path: Path) -> bool:
+        """Whether `path` is one of the run's own files, which only training writes: its
+        checkpoints, records, logs and .hydra/ (samples/, plots/ and eval.json are outputs
+        that `gantool sample` and `eval` may write)."""
+        here, there = Path(os.path.abspath(self.path)), Path(os.path.abspath(path))
+        if there.parent.parent == here and there.parent.name in ("checkpoints", ".hydra"):
+            return True
+        records = (self.summary, self.failure, self.metrics, self.lock_file, self.train_log)
+        return there.parent == here and there.name in {r.name for r in records}
 
     def holds_run(self) -> bool:
         """Whether a run has already been started here."""
@@ -170,17 +185,42 @@ class RunFolder:
             p.exists() for p in (self.overrides_file, self.checkpoints, self.metrics, self.summary)
         )
 
+    def check_new(self) -> None:
+        """Refuse, writing nothing, to start a new run here: another process trains in the
+        folder (named by its PID), or it holds a run already."""
+        self.check_free()
+        if self.holds_run():
+            raise RunTaken(
+                f"{self.path} already holds a run: continue it with `gantool resume "
+                f"{self.path}`, or choose another folder"
+            )
+
+    def write_start(self, config: str, hydra: str, overrides: str) -> None:
+        """The run's record of how it was started, as YAML: the composed config, Hydra's
+        settings and the overrides (the ones `gantool resume` starts from). Written once the
+        run holds the folder, never by a command that is refused."""
+        written = []
+        try:
+            for name, text in (("config", config), ("hydra", hydra), ("overrides", overrides)):
+                path = self.overrides_file.with_name(f"{name}.yaml")
+                write_file(path, text.encode())
+                written.append(path)
+        except GantoolError:  # all three or none: a folder that cannot hold them is left as it was
+            for path in written:
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.overrides_file.parent.rmdir()
+            raise
+
     # --- the lock -------------------------------------------------------------------------------
     def holder(self) -> int | None:
-        """The PID of another process training in this folder, or None. Creates nothing."""
-        if fcntl is None or not self.lock_file.is_file():
+        """The PID of another process training in this folder, or None. Creates nothing; a
+        .lock that is not a regular file (a link, a folder, a FIFO) is one line."""
+        if fcntl is None or not os.path.lexists(self.lock_file):
             return None
         if self.lock_file.resolve() in _held:
             return None
-        try:
-            fd = os.open(self.lock_file, os.O_RDONLY)
-        except OSError:
-            return None
+        fd = self._open_lock(os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -192,10 +232,12 @@ class RunFolder:
             os.close(fd)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, announce: bool = True) -> Iterator[None]:
         """Hold the folder for this process; a second process gets one line naming the first.
 
-        Reentrant within a process, released when the block ends (or the process dies)."""
+        Reentrant within a process, released when the block ends (or the process dies). With
+        `announce`, .lock takes this process's PID at once; without, only at announce(), once
+        the checks that may refuse the command have passed (a refused one writes nothing)."""
         if fcntl is None:  # pragma: no cover
             yield
             return
@@ -208,16 +250,16 @@ class RunFolder:
             finally:
                 _held[key][1] -= 1
             return
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_lock(os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
             raise in_use(self.path, pid) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         _held[key] = [fd, 1]
+        if announce:
+            self.announce()
         try:
             yield
         finally:
@@ -226,6 +268,30 @@ class RunFolder:
                 del _held[key]
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+
+    def announce(self) -> None:
+        """Write this process's PID into the .lock it holds: what a refused process names."""
+        fd = _held[self.lock_file.resolve()][0]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _open_lock(self, flags: int) -> int:
+        """The .lock file, opened without following a link and without waiting on a FIFO;
+        anything but a regular file is refused in one line."""
+        try:
+            fd = os.open(self.lock_file, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as e:
+            raise GantoolError(
+                f"{self.lock_file} is not a lock file gantool can use ({e.strerror}): it must "
+                "be a regular file; remove it if no gantool process is running there"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise GantoolError(
+                f"{self.lock_file} is not a regular file: remove it if no gantool process is "
+                "running there"
+            )
+        return fd
 
     def check_free(self) -> None:
         """Refuse, writing nothing, when another process trains in this folder."""
@@ -260,8 +326,9 @@ class RunFolder:
     def recorded_cwd(self) -> Path | None:
         """The folder the run was started in, as Hydra recorded it in .hydra/hydra.yaml (for
         checkpoints from before they recorded it themselves), or None."""
-        with contextlib.suppress(OSError, ValueError, yaml.YAMLError, LookupError, TypeError):
-            saved = yaml.safe_load((self.path / ".hydra" / "hydra.yaml").read_text())
+        unreadable = (OSError, ValueError, yaml.YAMLError, LookupError, TypeError, NotRegular)
+        with contextlib.suppress(*unreadable):
+            saved = yaml.safe_load(read_regular(self.overrides_file.with_name("hydra.yaml")))
             cwd = saved["hydra"]["runtime"]["cwd"]
             if isinstance(cwd, str) and os.path.isabs(cwd):
                 return Path(cwd)
@@ -273,7 +340,7 @@ class RunFolder:
         if not where.is_file():
             raise GantoolError(f"{self.path} is not a gantool run folder: {where} is missing")
         try:
-            loaded = yaml.safe_load(where.read_bytes().decode("utf-8"))
+            loaded = yaml.safe_load(read_regular(where).decode("utf-8"))
         except UnicodeDecodeError:
             raise GantoolError(f"{where} is damaged: it is not UTF-8 text") from None
         except yaml.YAMLError as e:
@@ -295,6 +362,10 @@ class RunInUse(GantoolError):
     """Another process holds the run folder."""
 
 
+class RunTaken(ConfigError):
+    """The folder already holds a run, and the command would start a new one there."""
+
+
 def in_use(path: Path, pid: int | None) -> RunInUse:
     who = f"process {pid}" if pid else "another process"
     return RunInUse(
@@ -304,8 +375,8 @@ def in_use(path: Path, pid: int | None) -> RunInUse:
 
 def _read_record(path: Path) -> dict | None:
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = json.loads(read_regular(path))
+    except (OSError, ValueError, NotRegular):
         return None
     return record if isinstance(record, dict) else None
 
