@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,7 +162,7 @@ def test_two_trains_into_one_folder_leave_the_winners_record(tmp_path) -> None:
     assert codes[0] == 0 and codes[1] in (1, 2), results
     winner = 1 + [code for code, _ in results].index(0)
     refused = next(err for code, err in results if code)
-    assert "is in use: process" in refused or "already holds a run" in refused
+    assert "is in use" in refused or "already holds a run" in refused
     assert f"trainer.seed={winner}" in (folder / ".hydra" / "overrides.yaml").read_text()
     resumed = run_cli("resume", str(folder), cwd=tmp_path)
     assert resumed.returncode == 0 and "nothing to do" in resumed.stdout
@@ -286,3 +288,108 @@ def test_a_full_disk_at_the_start_is_one_line(tmp_path, monkeypatch, capsys) -> 
 def test_bench_refuses_in_one_line(capsys, args, code, message) -> None:
     assert run_main("bench", *args) == code
     assert message in one_line(capsys)
+
+
+# --- 4. measurements users can reproduce ----------------------------------------------------------
+def test_the_lenet_is_the_same_whatever_the_thread_count(tiny_mnist) -> None:
+    from gantool.datasets import mnist
+    from gantool.nn import lenet
+
+    recipe = lenet.Recipe(steps=30, batch_size=16)
+    _, train_split, heldout = mnist.training_data(tiny_mnist, recipe)
+    nets = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            net, _ = lenet.train_lenet(train_split, heldout, torch.device("cpu"), recipe)
+            nets.append(lenet.weights_digest(net))
+    finally:
+        torch.set_num_threads(threads)
+    assert nets[0] == nets[1] and torch.get_num_threads() == threads
+
+
+# --- 5. frictions -------------------------------------------------------------------------------
+def test_offline_mnist_suggests_the_split_that_is_there(tmp_path, monkeypatch, capsys) -> None:
+    """The test split is there, the train split is asked for, and the download fails (no
+    network): one line that says so and names dataset.split=test; no folder, no empty raw/."""
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    monkeypatch.chdir(tmp_path)
+    write_tiny_mnist(tmp_path / "data", split="test")
+    assert run_main("train", "dataset=mnist", "dataset.root=data") == 1
+    line = one_line(capsys)
+    assert "the download failed" in line and "dataset.split=test" in line
+    assert sorted(p.name for p in (tmp_path / "data" / "MNIST" / "raw").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_downloads_own_folders_go_when_it_fails(tmp_path, monkeypatch, capsys) -> None:
+    import torchvision.datasets
+
+    def offline(root, train, download):
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)  # as torchvision makes it first
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    monkeypatch.chdir(tmp_path)
+    assert run_main("train", "dataset=mnist", "dataset.root=data") == 1
+    assert "the download failed: no network" in one_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_2d_mixture_brings_an_objective_of_its_own() -> None:
+    from conftest import compose_config
+
+    plane = ["dataset.centres=[[0,0],[3,3]]", "dataset.weights=null"]
+    cfg = compose_config(["dataset=mixture", *plane])
+    assert cfg.trainer.objective == "eval/reverse_kl"
+    assert compose_config(["dataset=mixture"]).trainer.objective == "eval/w1"  # 1-D
+
+
+def test_train_help_lists_the_options_a_user_chooses(tmp_path) -> None:
+    helped = run_cli("train", "--help", cwd=tmp_path)
+    groups = dict(re.findall(r"^(\w+): (.+)$", helped.stdout, re.M))
+    assert groups["loss"] == "bce, hinge, lsgan, wgan_gp"
+    assert groups["optimizer"] == "adam, sgd"
+    assert "mnist" not in groups["model"] and "schema" not in groups
+
+
+def test_the_first_line_says_what_a_run_trains_on(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["dataset=ring", "trainer.steps=2", "trainer.eval_at_end=false", "device=cpu"]
+    assert run_main("train", *args, "hydra.run.dir=run") == 0
+    said = "Training on a mixture of 8 Gaussians in 2-D, 100,000 points drawn once"
+    assert said in (tmp_path / "run" / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_of_a_parallel_sweep_lets_the_sweep_go_on(tmp_path) -> None:
+    """SIGTERM to one joblib worker (as a cluster may send it): its job stops with an
+    interrupted summary, the other job completes, and the sweep exits non-zero naming it."""
+    sweep = tmp_path / "S"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "device=cpu"]
+    args += ["trainer.seed=0,1", "trainer.steps=4000", "trainer.eval_at_end=false"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gantool", "train", *args, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = sweep / "1" / ".lock"
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and lock.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(int(lock.read_text()), signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode != 0 and "job 1" in err, err
+    status = {job: json.loads((sweep / job / "summary.json").read_text())["status"] for job in "01"}
+    assert status == {"0": "completed", "1": "interrupted"}

@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import FAST, compose_config, equal_state, mnist_overrides
 from gantool.app.job import train
+from gantool.app.sample import sample_checkpoint
 from gantool.config.schema import Config, LossConfig
 from gantool.core.errors import ConfigError
 from gantool.core.files import MetricsLog
@@ -26,6 +27,7 @@ from gantool.nn.mlp import (
     split_classes,
     with_classes,
 )
+from gantool.plots.samples import TITLE_BAND
 from gantool.runtime.rng import seed_everything
 from gantool.training.checkpointer import latest_checkpoint
 from gantool.training.codec import load as load_checkpoint
@@ -282,11 +284,18 @@ def test_conditional_preset_trains_on_tiny_mnist(tmp_path: Path, tiny_mnist: Pat
     accuracy = summary["eval"]["eval/conditional_accuracy"]
     assert 0 <= accuracy <= 1
     # The picture: 10 x 10 digits of the fixed noise, one class per row.
-    assert Image.open(summary["samples"]).size == (604, 640)
+    assert Image.open(summary["samples"]).size == (604 + 24, 640)  # and a band for the labels
     state = load_checkpoint(latest_checkpoint(tmp_path))
     fixed = state.fixed_noise
     assert fixed.shape == (100, 101)
     assert torch.equal(fixed[:, -1].long(), row_classes(100, 10, CPU))
+
+    # 64 samples of 10 classes: still one labelled row per class (of 6 or 7), not an 8 x 8
+    # grid that splits classes across rows.
+    out = tmp_path / "s.png"
+    sample_checkpoint(tmp_path, 64, out, seed=0, device_name="cpu")
+    scale = 3  # 7 digits of 30 pixels and 2 of margin, enlarged to at least 480 wide
+    assert Image.open(out).size == (24 + (7 * 30 + 2) * scale, TITLE_BAND + (10 * 30 + 2) * scale)
 
 
 # --- 6. every variant resumes exactly -----------------------------------------------------------

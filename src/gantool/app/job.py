@@ -28,7 +28,7 @@ from gantool.config.compose import (
     register_configs,
 )
 from gantool.config.schema import Config
-from gantool.core.console import console, print_error
+from gantool.core.console import LogHandler, console, print_error
 from gantool.core.errors import ConfigError, GantoolError, Interrupted, NothingToDo
 from gantool.core.signals import sigterm_as_interrupt
 from gantool.training.run_folder import RunFolder, RunInUse, RunTaken
@@ -133,6 +133,10 @@ def _train_job(dict_cfg: DictConfig) -> float | None:
     rank, _ = torchrun()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        if sweep:  # parallel jobs' lines interleave on one console: each says whose it is
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, LogHandler):
+                    handler.tag = f"[job {hydra_cfg.job.num}] "
         held = folder.lock(announce=False) if rank == 0 else contextlib.nullcontext()
         with sigterm_as_interrupt(), held:
             if rank == 0:

@@ -33,9 +33,10 @@ SAMPLE_FORMATS = (".png", ".pdf", ".svg", ".npy", ".pt", ".csv")
 SAMPLE_ACCEPTED = ".png, .npy, .pt; also .pdf, .svg, .csv for the Gaussian and vectors"
 
 
-def picture(samples: torch.Tensor, dataset, fmt: str, title: str = "") -> bytes:
-    """The bytes of a picture file (fmt: ".png", ".pdf" or ".svg") of samples (N, data_dim)."""
-    return family(dataset).picture(samples.detach().float().cpu(), dataset, fmt, title)
+def picture(samples: torch.Tensor, dataset, fmt: str, title: str = "", classes=None) -> bytes:
+    """The bytes of a picture file (fmt: ".png", ".pdf" or ".svg") of samples (N, data_dim),
+    by `classes` (N,) for a conditional generator's."""
+    return family(dataset).picture(samples.detach().float().cpu(), dataset, fmt, title, classes)
 
 
 def raw_samples(samples: torch.Tensor, dataset, fmt: str) -> bytes:
@@ -136,7 +137,8 @@ def sample_checkpoint(
         z = sample_latent(num, cfg.model, device, noise, classes)
         samples = generate(trained.generator, z).cpu()  # (num, data_dim)
         if fmt in kind.picture_formats:
-            data = picture(samples, cfg.dataset, fmt, f"step {step}")
+            shown = classes.cpu() if cfg.model.conditional else None
+            data = picture(samples, cfg.dataset, fmt, f"step {step}", shown)
         else:
             data = raw_samples(samples, cfg.dataset, fmt)
     write_file(out, data)

@@ -142,8 +142,11 @@ class LogHandler(RichHandler):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("console", console)
         super().__init__(*args, **kwargs)
+        self.tag = ""  # put before every line: "[job 3] " in a sweep, whose jobs interleave
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.tag:
+            record = logging.makeLogRecord({**record.__dict__, "msg": f"{self.tag}{record.msg}"})
         if self.console.is_terminal:
             if not getattr(record, PROGRESS, False):
                 super().emit(record)

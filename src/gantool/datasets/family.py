@@ -114,8 +114,9 @@ class Family(ABC):
 
     # --- pictures and files --------------------------------------------------------------------
     @abstractmethod
-    def picture(self, samples: torch.Tensor, ds, fmt: str, title: str) -> bytes:
-        """Samples (N, data_dim) drawn as a picture file (fmt: one of picture_formats)."""
+    def picture(self, samples: torch.Tensor, ds, fmt: str, title: str, classes=None) -> bytes:
+        """Samples (N, data_dim) drawn as a picture file (fmt: one of picture_formats); a
+        labelled set draws them by `classes` (N,), a conditional generator's, when given."""
 
     @abstractmethod
     def values(self, samples: torch.Tensor, ds) -> torch.Tensor:

@@ -68,7 +68,9 @@ class Gaussian(Family):
         values = {f"eval/{k}": v["generated"] for k, v in report.items()}
         return {"eval/num_samples": num, **values}
 
-    def picture(self, samples: torch.Tensor, ds: GaussianConfig, fmt: str, title: str) -> bytes:
+    def picture(
+        self, samples: torch.Tensor, ds: GaussianConfig, fmt: str, title: str, classes=None
+    ) -> bytes:
         """A histogram of samples (N, 1) against the target density."""
         values = samples[:, 0].numpy()
         return gaussian_histogram(values, ds.mean, ds.std, title, fmt.lstrip("."))

@@ -247,7 +247,9 @@ class Mixture(Family):
         """A scatter or histogram of up to 1,000,000 points; 10,000,000 rows in a file."""
         return 1_000_000 if fmt in self.picture_formats else 10_000_000
 
-    def picture(self, samples: torch.Tensor, ds: MixtureConfig, fmt: str, title: str) -> bytes:
+    def picture(
+        self, samples: torch.Tensor, ds: MixtureConfig, fmt: str, title: str, classes=None
+    ) -> bytes:
         """1-D: a histogram against the mixture's density; else a scatter over the centres
         (the first two coordinates) beside the samples' density; the title gives the modes."""
         title = f"{title}  {caption(mode_report(samples, ds), ds)}".strip()

@@ -347,10 +347,22 @@ class IdxImages(Family):
         """A picture holds a 100 x 100 grid at most; a .npy or .pt file 100,000 images."""
         return 10_000 if fmt == ".png" else 100_000
 
-    def picture(self, samples: torch.Tensor, ds: MnistConfig, fmt: str, title: str) -> bytes:
-        """A grid of the images samples (N, 784) draw, titled with the set."""
+    def picture(
+        self, samples: torch.Tensor, ds: MnistConfig, fmt: str, title: str, classes=None
+    ) -> bytes:
+        """A grid of the images samples (N, 784) draw, titled with the set; by `classes`, one
+        row per class, labelled with its name."""
         title = f"{self.label}, {title}" if title else self.label
-        return digit_grid(self.values(samples, ds).numpy(), title, fmt.lstrip("."))
+        images = self.values(samples, ds).numpy()  # (N, 28, 28)
+        rows = None
+        if classes is not None:
+            present = classes.long().cpu().unique().tolist()  # in order
+            if len(present) == 1:  # one class (sample --label): a square grid of it
+                title += f", class {self.class_names[present[0]]}"
+            else:
+                chosen = classes.long().cpu().numpy()
+                rows = [(self.class_names[c], images[chosen == c]) for c in present]
+        return digit_grid(images, title, fmt.lstrip("."), rows)
 
     def values(self, samples: torch.Tensor, ds: MnistConfig) -> torch.Tensor:
         """G's outputs (N, 784) in [-1, 1] as images (N, 28, 28) in [0, 1]."""

@@ -425,7 +425,9 @@ class Vectors(Family):
         """A picture draws at most 1,000,000 rows, a file holds 10,000,000."""
         return 1_000_000 if fmt in self.picture_formats else 10_000_000
 
-    def picture(self, samples: torch.Tensor, ds: VectorsConfig, fmt: str, title: str) -> bytes:
+    def picture(
+        self, samples: torch.Tensor, ds: VectorsConfig, fmt: str, title: str, classes=None
+    ) -> bytes:
         """A pairs plot of the first features and a histogram of each feature, generated
         against the data (when ds.path can be read from here), in the data's units."""
         real, note = None, ""

@@ -117,8 +117,8 @@ def split_classes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def row_classes(num: int, num_classes: int, device: torch.device) -> torch.Tensor:
-    """Classes for a picture of `num` samples, in blocks: a 10 x 10 grid of 10 classes has one
-    class per row."""
+    """Classes for a picture of `num` samples, in blocks as even as they divide: one row per
+    class (10 x 10 for 100 samples of 10 classes; 64 samples make rows of 6 and 7)."""
     return torch.arange(num, device=device) * num_classes // num
 
 

@@ -88,15 +88,26 @@ def gaussian_histogram(
     return render(fig, fmt)
 
 
-def digit_grid(images: np.ndarray, title: str = "", fmt: str = "png") -> bytes:
+def digit_grid(
+    images: np.ndarray,
+    title: str = "",
+    fmt: str = "png",
+    rows: list[tuple[str, np.ndarray]] | None = None,
+) -> bytes:
     """Images (N, 28, 28) in [0, 1] as a PNG (or `fmt`): a square grid on white, `title`
-    above it.
+    above it; or, given `rows` (a label and its images, for each row), one labelled row each,
+    as a conditional generator's classes are drawn.
 
     Pixels are enlarged by a whole factor (nearest neighbour) until the grid is at least
     MIN_GRID_WIDTH pixels wide, so the digits can be seen without zooming.
     """
+    if rows is not None:
+        ncol = max(len(row) for _, row in rows)
+        blank = np.ones_like(images[:1])  # (1, 28, 28): a white cell where a row is short
+        pads = [np.concatenate([row, blank.repeat(ncol - len(row), 0)]) for _, row in rows]
+        images = np.concatenate(pads)
     num, height, width = images.shape
-    ncol = math.ceil(math.sqrt(num))
+    ncol = ncol if rows is not None else math.ceil(math.sqrt(num))
     nrow = math.ceil(num / ncol)
     pad = 2  # white lines between the digits, as torchvision's make_grid draws them
     grid = np.ones((nrow * (height + pad) + pad, ncol * (width + pad) + pad), np.float32)
@@ -107,10 +118,16 @@ def digit_grid(images: np.ndarray, title: str = "", fmt: str = "png") -> bytes:
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)  # (H, W), nearest neighbour
     rgb = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)[..., None].repeat(3, axis=2)
     dpi = 100
-    total = grid.shape[0] + TITLE_BAND
-    fig = figure(figsize=(grid.shape[1] / dpi, total / dpi), dpi=dpi)
-    fig.figimage(rgb, xo=0, yo=0, origin="upper")  # pixel for pixel, no resampling
+    # A band on the left for the rows' labels, as wide as the longest needs at 12 pt.
+    band = 0 if rows is None else 16 + 8 * max(len(label) for label, _ in rows)
+    total, wide = grid.shape[0] + TITLE_BAND, grid.shape[1] + band
+    fig = figure(figsize=(wide / dpi, total / dpi), dpi=dpi)
+    fig.figimage(rgb, xo=band, yo=0, origin="upper")  # pixel for pixel, no resampling
     fig.text(0.5, 1 - TITLE_BAND / 2 / total, title, ha="center", va="center", fontsize=14)
+    cell = (height + pad) * scale
+    for i, (label, _) in enumerate(rows or ()):
+        middle = grid.shape[0] - (pad * scale + i * cell + height * scale / 2)  # from the bottom
+        fig.text((band - 8) / wide, middle / total, label, ha="right", va="center", fontsize=12)
     return render(fig, fmt, tight=False)
 
 

@@ -20,7 +20,14 @@ from gantool.core.errors import ConfigError, GantoolError, Interrupted, NothingT
 from gantool.core.files import why_not_written
 from gantool.core.signals import StopRequest
 from gantool.datasets.registry import family, training_stream
-from gantool.nn.mlp import Discriminator, Generator, generate, row_classes, sample_latent
+from gantool.nn.mlp import (
+    Discriminator,
+    Generator,
+    generate,
+    row_classes,
+    sample_latent,
+    split_classes,
+)
 from gantool.runtime import distributed
 from gantool.runtime.device import auto_device, free_memory, resolve_device
 from gantool.runtime.rng import rng_state, seed_everything
@@ -277,7 +284,9 @@ class Run:
         if self.gan.ema is not None:
             self.gan.calibrate_ema(self.cfg.model, self.device)
         samples = generate(self.gan.sampler, self.fixed_noise).cpu()  # (num_samples, data_dim)
-        picture = self.family.picture(samples, self.cfg.dataset, ".png", f"step {self.step}")
+        classes = split_classes(self.fixed_noise)[1] if self.cfg.model.conditional else None
+        title = f"step {self.step}"
+        picture = self.family.picture(samples, self.cfg.dataset, ".png", title, classes)
         self.folder.log_picture(self.step, picture)
 
 
