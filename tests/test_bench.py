@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import compose_config
-from gantool.app.bench import BenchOptions, print_bench, run_bench, step_flops
+from gantool.app.bench import ROUNDS, BenchOptions, figure, print_bench, run_bench, step_flops
 from gantool.datasets.registry import family
 from gantool.training.gan import GAN
 from gantool.training.step import GANStep, StepSettings
@@ -54,12 +54,35 @@ def test_a_shrunk_bench_writes_its_figures(tmp_path: Path, capsys) -> None:
     results = run_bench(opts, report=lambda line: None)
     assert json.loads((tmp_path / "bench" / "bench.json").read_text()) == results
     assert results["mnist_data"].startswith("random images")
-    assert results["matmul_fp32_flops_per_s"] > 1e8
+    assert results["matmul_fp32_flops_per_s"]["median"] > 1e8
     plain, reused = results["mnist"]
     assert (plain["reuse_fake"], reused["reuse_fake"]) == (False, True)
     assert reused["flops_per_step"] < plain["flops_per_step"]
     for row in results["mnist"]:
-        assert row["images_per_s"] > 0 and 0 < row["mfu"] < 1
-        assert row["speedup_vs_textbook"] > 0
+        assert len(row["images_per_s"]["rounds"]) == ROUNDS
+        assert row["images_per_s"]["median"] > 0 and 0 < row["mfu"]["median"] < 1
+        assert row["speedup_vs_textbook"]["low"] > 0
     print_bench(results)
     assert "× textbook" in capsys.readouterr().out
+
+
+def test_a_figure_is_its_rounds_median_and_says_when_they_disagree(capsys) -> None:
+    """MFU above 100% came from one matmul rate measured at the start, divided into the best of
+    three training rounds measured at other moments of a shared machine: each round is now
+    divided by its own rate, and a figure whose rounds spread is marked not to quote."""
+    steady = figure([100.0, 104.0, 98.0, 101.0, 99.0])
+    assert steady["median"] == 100.0 and (steady["low"], steady["high"]) == (98.0, 104.0)
+    assert steady["quotable"]
+    shaky = figure([100.0, 60.0, 98.0, 101.0, 99.0])
+    assert shaky["median"] == 99.0 and not shaky["quotable"]
+    row = {"batch_size": 64, "reuse_fake": False, "flops_per_step": 1e6}
+    row |= {k: steady for k in ("images_per_s", "mfu", "speedup_vs_textbook")}
+    results = {
+        "machine": {"device": "cpu", "device_name": "x", "torch_threads": 2},
+        "mnist_data": "random images",
+        "matmul_fp32_flops_per_s": steady,
+        "mnist": [{**row, "textbook_images_per_s": shaky}],
+    }
+    print_bench(results)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the rounds of batch 64 spread more than 20%" in out and "Do not quote them" in out

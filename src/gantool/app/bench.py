@@ -57,7 +57,11 @@ from gantool.training.graph import (
 )
 from gantool.training.step import STAT_KEYS, GANStep, StepSettings
 
-ROUNDS = 3  # timed rounds per throughput figure; the best one counts
+ROUNDS = 5  # timed rounds per figure, taken in turn; each figure is their median
+# A figure whose rounds spread wider than this ((highest - lowest) / median) was measured while
+# the machine's speed changed: it is printed with a warning not to quote it.
+SPREAD_TO_QUOTE = 0.2
+MATMUL_SECONDS = 0.25  # each round's own measurement of the matmul rate
 # The Gaussian quality bar: |Δmean| and |Δstd| at most 0.05, and KS at most 0.05.
 QUALITY = {"mean": 0.05, "std": 0.05, "ks": 0.05}
 
@@ -186,24 +190,43 @@ def mnist_config(root: str, batch_size: int, device: str, reuse_fake: bool) -> C
 
 def race(
     steps: dict[str, Callable[[], object]], device: torch.device, opts: BenchOptions
-) -> dict[str, float]:
-    """Steps per second of each loop: ROUNDS rounds sharing opts.steps, taken in turn, and
-    the best round of each. Taking turns puts the loops under the same conditions when
-    something else on the machine comes and goes; the best round is the least disturbed."""
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Steps per second of each loop in each of ROUNDS rounds sharing opts.steps, the loops
+    taken in turn; and the fp32 matmul rate measured at the start of each round. Taking turns
+    puts the loops, and the matmul rate they are divided by, under the same conditions when
+    something else on the machine comes and goes."""
     for step in steps.values():
         for _ in range(opts.warmup):
             step()
     per_round = max(1, opts.steps // ROUNDS)
-    best = dict.fromkeys(steps, 0.0)
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    matmul = []
     for _ in range(ROUNDS):
+        matmul.append(matmul_rate(device, seconds=MATMUL_SECONDS))
         for name, step in steps.items():
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(per_round):
                 step()
             _sync(device)
-            best[name] = max(best[name], per_round / (time.perf_counter() - t0))
-    return best
+            rates[name].append(per_round / (time.perf_counter() - t0))
+    return rates, matmul
+
+
+def figure(values: list[float]) -> dict:
+    """A measured figure: the median of its rounds, their range, and whether they agree well
+    enough to quote."""
+    ordered = sorted(values)
+    middle = ordered[len(ordered) // 2]
+    spread = (ordered[-1] - ordered[0]) / middle if middle else float("inf")
+    return {
+        "median": middle,
+        "low": ordered[0],
+        "high": ordered[-1],
+        "spread": spread,
+        "quotable": spread <= SPREAD_TO_QUOTE,
+        "rounds": values,
+    }
 
 
 def gantool_loop(cfg: Config, device: torch.device) -> tuple[Callable[[], object], int]:
@@ -372,34 +395,36 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
         },
         "mnist_data": data_note,
     }
-    rate = matmul_rate(device)
-    results["matmul_fp32_flops_per_s"] = rate
-    report(f"fp32 matmul rate: {rate / 1e9:.1f} GFLOP/s")
-
-    rows = []
+    rows, rates = [], []
     for batch in opts.batch_sizes:
         preset, preset_flops = gantool_loop(mnist_config(root, batch, opts.device, False), device)
         reused, reused_flops = gantool_loop(mnist_config(root, batch, opts.device, True), device)
         textbook = textbook_loop(mnist_config(root, batch, opts.device, False), device)
-        speed = race({"preset": preset, "reused": reused, "textbook": textbook}, device, opts)
+        loops = {"preset": preset, "reused": reused, "textbook": textbook}
+        speed, matmul = race(loops, device, opts)
+        rates += matmul
         for reuse, name, flops in ((False, "preset", preset_flops), (True, "reused", reused_flops)):
+            pairs = list(zip(speed[name], matmul, speed["textbook"], strict=True))
             row = {
                 "batch_size": batch,
                 "reuse_fake": reuse,
-                "steps_per_s": speed[name],
-                "images_per_s": speed[name] * batch,
                 "flops_per_step": flops,
-                "mfu": flops * speed[name] / rate,
-                "textbook_images_per_s": speed["textbook"] * batch,
-                "speedup_vs_textbook": speed[name] / speed["textbook"],
+                "images_per_s": figure([s * batch for s in speed[name]]),
+                # Each round's FLOP rate over the matmul rate measured in the same round.
+                "mfu": figure([flops * s / m for s, m, _ in pairs]),
+                "textbook_images_per_s": figure([t * batch for t in speed["textbook"]]),
+                "speedup_vs_textbook": figure([s / t for s, _, t in pairs]),
             }
             rows.append(row)
             report(
                 f"seed_mnist batch {batch}{' reuse_fake' if reuse else ''}: "
-                f"{row['images_per_s']:,.0f} images/s, MFU {row['mfu']:.0%}, "
-                f"{row['speedup_vs_textbook']:.2f}x the textbook loop"
+                f"{row['images_per_s']['median']:,.0f} images/s, "
+                f"MFU {row['mfu']['median']:.0%}, "
+                f"{row['speedup_vs_textbook']['median']:.2f}x the textbook loop"
             )
+    results["matmul_fp32_flops_per_s"] = figure(rates)
     results["mnist"] = rows
+    rate = results["matmul_fp32_flops_per_s"]["median"]
     results["graph"] = graph_rows(root, opts, device, rate, report)
     shutil.rmtree(scratch, ignore_errors=True)
     write_json(opts.out / "bench.json", results)
@@ -464,33 +489,43 @@ def print_bench(results: dict) -> None:
     m = results["machine"]
     table = Table(
         title=f"MNIST training, experiment=seed_mnist, on {m['device']} ({m['device_name']}, "
-        f"{m['torch_threads']} torch threads); fp32 matmul rate {rate / 1e9:.1f} GFLOP/s",
+        f"{m['torch_threads']} torch threads); fp32 matmul rate {_figure(rate, 1e-9)} GFLOP/s",
         title_justify="left",
-        caption=f"data: {results['mnist_data']}. reuse_fake: G's forward pass of the D update "
-        "is reused for the G update (the preset draws fresh noise instead). MFU: analytic "
-        "matmul FLOPs per step x steps/s / the matmul rate.",
+        caption=f"data: {results['mnist_data']}. Each figure is the median of {ROUNDS} rounds "
+        "taken in turn, ± half their range. reuse_fake: G's forward pass of the D update is "
+        "reused for the G update (the preset draws fresh noise instead). MFU: analytic matmul "
+        "FLOPs per step x steps/s / the matmul rate measured in the same round.",
         caption_justify="left",
     )
-    for col in ("batch", "reuse_fake", "images/s", "steps/s", "MFLOP/step", "MFU", "× textbook"):
+    for col in ("batch", "reuse_fake", "images/s", "MFLOP/step", "MFU", "× textbook"):
         table.add_column(col, justify="right")
+    unsure = []
     for r in results["mnist"]:
         table.add_row(
             str(r["batch_size"]),
             "yes" if r["reuse_fake"] else "no (preset)",
-            f"{r['images_per_s']:,.0f}",
-            f"{r['steps_per_s']:.1f}",
+            _figure(r["images_per_s"]),
             f"{r['flops_per_step'] / 1e6:,.0f}",
-            f"{r['mfu']:.0%}",
-            f"{r['speedup_vs_textbook']:.2f}",
+            _figure(r["mfu"], 100, "%"),
+            _figure(r["speedup_vs_textbook"], digits=2),
         )
+        keys = ("images_per_s", "mfu", "speedup_vs_textbook", "textbook_images_per_s")
+        if not all(r[k]["quotable"] for k in keys):
+            unsure.append(f"batch {r['batch_size']}{' reuse_fake' if r['reuse_fake'] else ''}")
     console.print(table)
     base = Table(title="The textbook loop (per-image DataLoader)", title_justify="left")
     for col in ("batch", "images/s"):
         base.add_column(col, justify="right")
     for r in results["mnist"]:
         if not r["reuse_fake"]:
-            base.add_row(str(r["batch_size"]), f"{r['textbook_images_per_s']:,.0f}")
+            base.add_row(str(r["batch_size"]), _figure(r["textbook_images_per_s"]))
     console.print(base)
+    if unsure or not rate["quotable"]:
+        console.print(
+            f"[yellow]warning:[/] the rounds of {', '.join(unsure) or 'the matmul rate'} spread "
+            f"more than {SPREAD_TO_QUOTE:.0%}: the machine's speed changed while they ran "
+            "(other work?). Do not quote them; measure again on a quiet machine."
+        )
     if results.get("graph"):
         graph = Table(
             title="The step as one CUDA graph (trainer.cuda_graph): images/s; the ceiling is "
@@ -545,6 +580,13 @@ def print_bench(results: dict) -> None:
         )
     if "fidelity" in results:
         print_fidelity(results["fidelity"])
+
+
+def _figure(f: dict, scale: float = 1.0, unit: str = "", digits: int = 0) -> str:
+    """A figure as its median, ± half the spread of its rounds (relative to the median)."""
+    median = f"{f['median'] * scale:,.{digits}f}{unit}"
+    half = f["spread"] / 2
+    return median if half < 0.005 else f"{median} ±{half:.0%}"
 
 
 def print_fidelity(fid: dict) -> None:
@@ -606,8 +648,8 @@ def bench_graph(
             "graph": _trainer_loop(c, device, graphed=True),
             "ceiling": _bare_loop(c, device),
         }
-        speed = race(loops, device, opts)
-        images = {name: steps_per_s * batch_size for name, steps_per_s in speed.items()}
+        speed, _ = race(loops, device, opts)
+        images = {name: figure(rates)["median"] * batch_size for name, rates in speed.items()}
         rows.append(
             {
                 "batch_size": batch_size,

@@ -42,7 +42,9 @@ def print_eval(results: dict, targets: dict[str, float] | None = None) -> None:
     accuracy = results.get("eval/classifier_accuracy")
     title = f"Evaluation on {num:,} generated samples"
     if accuracy is not None:
-        title += f" (classifier features; its held-out accuracy {accuracy:.1%})"
+        net = results.get("eval/feature_net")
+        named = f", weights {net}" if net else ""
+        title += f" (classifier features; its held-out accuracy {accuracy:.1%}{named})"
     keys = [
         k
         for k, v in results.items()
