@@ -170,7 +170,14 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+# The conditional one is slow-only: the other carries the variants' DDP path in the default run.
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(v, marks=pytest.mark.slow) if v.startswith("conditional") else v
+        for v in VARIANTS
+    ],
+)
 def test_gan_variants_train_under_torchrun(variant: str, tmp_path: Path, tiny_mnist: Path) -> None:
     args = VARIANTS[variant]
     if "dataset=mnist" in args:

@@ -246,6 +246,7 @@ def test_fashion_mnist_trains_samples_evaluates_and_resumes_exactly(tmp_path: Pa
     assert MetricsLog(full / "metrics.jsonl").rows() == MetricsLog(split / "metrics.jsonl").rows()
 
 
+@pytest.mark.slow  # the mixture's and test_cli's sweeps run in the default suite
 def test_fashion_mnist_sweeps_from_the_command(tmp_path: Path) -> None:
     root = write_tiny_clothes(tmp_path / "data")
     done = run_cli(

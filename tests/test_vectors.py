@@ -382,6 +382,7 @@ def test_eval_from_another_folder_and_with_data_root(started: Path, tmp_path: Pa
                 where.rename(started / "data.csv")
 
 
+@pytest.mark.slow  # the mixture's and test_cli's sweeps run in the default suite
 def test_a_two_job_sweep_through_the_cli(data_csv: Path) -> None:
     folder = data_csv.parent
     done = run_cli("train", "-m", *SMALL, "dataset.path=data.csv", "trainer.seed=0,1", cwd=folder)

@@ -395,6 +395,32 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
         },
         "mnist_data": data_note,
     }
+    results["mnist"], rates = mnist_rows(root, opts, device, report)
+    results["matmul_fp32_flops_per_s"] = figure(rates)
+    rate = results["matmul_fp32_flops_per_s"]["median"]
+    results["graph"] = graph_rows(root, opts, device, rate, report)
+    shutil.rmtree(scratch, ignore_errors=True)
+    write_json(opts.out / "bench.json", results)
+
+    if opts.gaussian_seeds > 0:
+        results["gaussian"] = gaussian_runs(opts, report)
+        write_json(opts.out / "bench.json", results)
+    if opts.startup:
+        results["startup"] = startup_times(opts.device, opts.out)
+        write_json(opts.out / "bench.json", results)
+    if opts.fidelity_seeds > 0:  # on CPU with one thread, whatever the device: see reference.py
+        results["fidelity"] = fidelity(
+            opts.fidelity_seeds, opts.out / "fidelity", opts.fidelity_iterations, report
+        )
+        write_json(opts.out / "bench.json", results)
+    return results
+
+
+def mnist_rows(
+    root: str, opts: BenchOptions, device: torch.device, report: Callable[[str], None]
+) -> tuple[list[dict], list[float]]:
+    """seed_mnist's rows at each batch size (the preset, with reuse_fake, beside the textbook
+    loop), and the matmul rates measured in their rounds."""
     rows, rates = [], []
     for batch in opts.batch_sizes:
         preset, preset_flops = gantool_loop(mnist_config(root, batch, opts.device, False), device)
@@ -422,38 +448,22 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
                 f"MFU {row['mfu']['median']:.0%}, "
                 f"{row['speedup_vs_textbook']['median']:.2f}x the textbook loop"
             )
-    results["matmul_fp32_flops_per_s"] = figure(rates)
-    results["mnist"] = rows
-    rate = results["matmul_fp32_flops_per_s"]["median"]
-    results["graph"] = graph_rows(root, opts, device, rate, report)
-    shutil.rmtree(scratch, ignore_errors=True)
-    write_json(opts.out / "bench.json", results)
+    return rows, rates
 
-    if opts.gaussian_seeds > 0:
-        folder = opts.out / "gaussian"
-        runs = []
-        for seed in range(opts.gaussian_seeds):
-            runs.append(gaussian_time_to_quality(seed, opts.device, folder))
-            r = runs[-1]
-            report(
-                f"Gaussian seed {seed}: {r['wall_seconds']:.1f} s whole process, "
-                f"{'reached' if r['reached'] else 'did NOT reach'} the bar"
-            )
-        results["gaussian"] = {
-            "config": to_dict(load_config([f"device={opts.device}"]))["trainer"],
-            "bar": QUALITY,
-            "runs": runs,
-        }
-        write_json(opts.out / "bench.json", results)
-    if opts.startup:
-        results["startup"] = startup_times(opts.device, opts.out)
-        write_json(opts.out / "bench.json", results)
-    if opts.fidelity_seeds > 0:  # on CPU with one thread, whatever the device: see reference.py
-        results["fidelity"] = fidelity(
-            opts.fidelity_seeds, opts.out / "fidelity", opts.fidelity_iterations, report
+
+def gaussian_runs(opts: BenchOptions, report: Callable[[str], None]) -> dict:
+    """The Gaussian default's time to quality, one whole `gantool train` process per seed."""
+    folder = opts.out / "gaussian"
+    runs = []
+    for seed in range(opts.gaussian_seeds):
+        runs.append(gaussian_time_to_quality(seed, opts.device, folder))
+        r = runs[-1]
+        report(
+            f"Gaussian seed {seed}: {r['wall_seconds']:.1f} s whole process, "
+            f"{'reached' if r['reached'] else 'did NOT reach'} the bar"
         )
-        write_json(opts.out / "bench.json", results)
-    return results
+    trainer = to_dict(load_config([f"device={opts.device}"]))["trainer"]
+    return {"config": trainer, "bar": QUALITY, "runs": runs}
 
 
 def graph_rows(
@@ -527,51 +537,9 @@ def print_bench(results: dict) -> None:
             "(other work?). Do not quote them; measure again on a quiet machine."
         )
     if results.get("graph"):
-        graph = Table(
-            title="The step as one CUDA graph (trainer.cuda_graph): images/s; the ceiling is "
-            "the same networks' bare D and G update, captured, with none of gantool's "
-            "bookkeeping",
-            title_justify="left",
-        )
-        for col in ("batch", "eager", "graph", "ceiling", "graph/eager", "graph/ceiling"):
-            graph.add_column(col, justify="right")
-        for col in ("MFU fp32", "MFU tf32"):
-            graph.add_column(col, justify="right")
-        for r in results["graph"]["rows"]:
-            graph.add_row(
-                str(r["batch_size"]),
-                f"{r['eager_images_per_s']:,.0f}",
-                f"{r['graph_images_per_s']:,.0f}",
-                f"{r['ceiling_images_per_s']:,.0f}",
-                f"{r['graph_speedup']:.1f}x",
-                f"{r['graph_share_of_ceiling']:.0%}",
-                f"{r['mfu_fp32']:.1%}",
-                f"{r['mfu_tf32']:.1%}",
-            )
-        console.print(graph)
-
+        _print_graph(results["graph"])
     if "gaussian" in results:
-        g = results["gaussian"]
-        bar = g["bar"]
-        table = Table(
-            title="Gaussian default, time to quality: whole `gantool train` processes, "
-            f"bar |Δmean| ≤ {bar['mean']}, |Δstd| ≤ {bar['std']}, KS ≤ {bar['ks']}",
-            title_justify="left",
-        )
-        for col in ("seed", "wall s", "steps", "steps/s", "|Δmean|", "|Δstd|", "KS", "reached"):
-            table.add_column(col, justify="right")
-        for r in g["runs"]:
-            table.add_row(
-                str(r["seed"]),
-                f"{r['wall_seconds']:.1f}",
-                str(r["steps"]),
-                f"{r['steps_per_s']:.0f}",
-                f"{r['abs_delta_mean']:.3f}",
-                f"{r['abs_delta_std']:.3f}",
-                f"{r['ks']:.3f}",
-                "yes" if r["reached"] else "[red]no[/]",
-            )
-        console.print(table)
+        _print_gaussian(results["gaussian"])
     if "startup" in results:
         s = results["startup"]
         console.print(
@@ -580,6 +548,54 @@ def print_bench(results: dict) -> None:
         )
     if "fidelity" in results:
         print_fidelity(results["fidelity"])
+
+
+def _print_graph(graph_results: dict) -> None:
+    graph = Table(
+        title="The step as one CUDA graph (trainer.cuda_graph): images/s; the ceiling is "
+        "the same networks' bare D and G update, captured, with none of gantool's "
+        "bookkeeping",
+        title_justify="left",
+    )
+    for col in ("batch", "eager", "graph", "ceiling", "graph/eager", "graph/ceiling"):
+        graph.add_column(col, justify="right")
+    for col in ("MFU fp32", "MFU tf32"):
+        graph.add_column(col, justify="right")
+    for r in graph_results["rows"]:
+        graph.add_row(
+            str(r["batch_size"]),
+            f"{r['eager_images_per_s']:,.0f}",
+            f"{r['graph_images_per_s']:,.0f}",
+            f"{r['ceiling_images_per_s']:,.0f}",
+            f"{r['graph_speedup']:.1f}x",
+            f"{r['graph_share_of_ceiling']:.0%}",
+            f"{r['mfu_fp32']:.1%}",
+            f"{r['mfu_tf32']:.1%}",
+        )
+    console.print(graph)
+
+
+def _print_gaussian(g: dict) -> None:
+    bar = g["bar"]
+    table = Table(
+        title="Gaussian default, time to quality: whole `gantool train` processes, "
+        f"bar |Δmean| ≤ {bar['mean']}, |Δstd| ≤ {bar['std']}, KS ≤ {bar['ks']}",
+        title_justify="left",
+    )
+    for col in ("seed", "wall s", "steps", "steps/s", "|Δmean|", "|Δstd|", "KS", "reached"):
+        table.add_column(col, justify="right")
+    for r in g["runs"]:
+        table.add_row(
+            str(r["seed"]),
+            f"{r['wall_seconds']:.1f}",
+            str(r["steps"]),
+            f"{r['steps_per_s']:.0f}",
+            f"{r['abs_delta_mean']:.3f}",
+            f"{r['abs_delta_std']:.3f}",
+            f"{r['ks']:.3f}",
+            "yes" if r["reached"] else "[red]no[/]",
+        )
+    console.print(table)
 
 
 def _figure(f: dict, scale: float = 1.0, unit: str = "", digits: int = 0) -> str:
