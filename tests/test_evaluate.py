@@ -205,6 +205,9 @@ def test_evaluate_mnist_calibration_and_mode_collapse(tiny_mnist: Path, caplog) 
     assert len(result["eval/class_histogram"]) == 10
     assert sum(result["eval/class_histogram"]) == pytest.approx(1.0)
     assert 0 < result["eval/classifier_accuracy"] <= 1
+    # The LeNet's weights, named: two numbers are comparable when this is the same.
+    classifier = mnist.load_classifier(tiny_mnist, CPU, TINY)
+    assert result["eval/feature_net"] == lenet.weights_digest(classifier.net)
     # Noise is far from real digits; other real digits are close and inside the manifold.
     assert result["eval/fld_noise"] > 5 * result["eval/fld_real_floor"]
     assert result["eval/precision_real"] > 0.5 and result["eval/recall_real"] > 0.5

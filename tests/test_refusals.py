@@ -181,8 +181,8 @@ def test_a_sweep_into_folders_that_hold_runs_is_refused(tmp_path, monkeypatch, c
     args = ["-m", *FAST, "trainer.eval_at_end=false", "trainer.seed=0,1"]
     args.append(f"hydra.sweep.dir={sweep}")
     assert run_main("train", *args) == 0
+    assert "[job 1] Training on" in capsys.readouterr().out  # parallel jobs' lines say whose
     before = digest(sweep)
-    capsys.readouterr()
     assert run_main("train", *args) == 2
     err = capsys.readouterr().err
     assert "job 0" in err and "job 1" in err and f"gantool resume {sweep / '0'}" in err
