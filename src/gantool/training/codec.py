@@ -31,8 +31,8 @@ import torch
 from gantool.config.compose import defaults, flatten, to_dict
 from gantool.config.schema import Config
 from gantool.core.errors import GantoolError, first_line
-from gantool.datasets.registry import family, to_config
-from gantool.nn.mlp import Discriminator, Generator
+from gantool.datasets.registry import to_config
+from gantool.training.gan import shapes_of
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +195,7 @@ def _shape_problem(ckpt: Checkpoint) -> str | None:
         cfg = to_config(ckpt.config)
     except GantoolError as e:
         return f"its config is not one this gantool reads ({e})"
-    dim = family(cfg.dataset).data_dim(cfg.dataset)
-    # On the meta device: shapes without memory, and no random number drawn.
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        generator, discriminator = Generator(cfg.model, dim), Discriminator(cfg.model, dim)
+    generator, discriminator = shapes_of(cfg)
     nets = {"generator": generator, "discriminator": discriminator, "ema": generator}
     for name, net in nets.items():
         if name in ckpt.gan:

@@ -10,12 +10,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gantool.config.schema import ModelConfig, OptimizersConfig
+from gantool.config.schema import Config, ModelConfig, OptimizersConfig
+from gantool.datasets.registry import family
 from gantool.nn.mlp import Discriminator, Generator, sample_latent
 from gantool.nn.optim import build_optimizer
 from gantool.runtime import distributed
 
 log = logging.getLogger(__name__)
+
+
+def shapes_of(cfg: Config) -> tuple[Generator, Discriminator]:
+    """G and D as cfg builds them, on the meta device: their shapes and sizes without memory,
+    and no random number drawn."""
+    dim = family(cfg.dataset).data_dim(cfg.dataset)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return Generator(cfg.model, dim), Discriminator(cfg.model, dim)
+
 
 # 10,000 noise samples set the EMA generator's BatchNorm statistics (see GAN.calibrate_ema).
 CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE = 20, 500

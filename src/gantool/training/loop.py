@@ -21,8 +21,6 @@ from gantool.core.files import why_not_written
 from gantool.core.signals import StopRequest
 from gantool.datasets.registry import family, training_stream
 from gantool.nn.mlp import (
-    Discriminator,
-    Generator,
     generate,
     row_classes,
     sample_latent,
@@ -36,7 +34,7 @@ from gantool.training import graph
 from gantool.training.checkpointer import Checkpointer
 from gantool.training.codec import Checkpoint
 from gantool.training.finish import finish
-from gantool.training.gan import GAN
+from gantool.training.gan import GAN, shapes_of
 from gantool.training.run_folder import Logger, RunFolder
 from gantool.training.step import STAT_KEYS, GANStep, StepSettings
 
@@ -123,9 +121,7 @@ def check_fits(cfg: Config) -> None:
         return
     t, m = cfg.trainer, cfg.model
     dim = family(cfg.dataset).data_dim(cfg.dataset)
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # sizes, no memory
-        nets = Generator(m, dim), Discriminator(m, dim)
-    params = [sum(p.numel() for p in net.parameters()) for net in nets]
+    params = [sum(p.numel() for p in net.parameters()) for net in shapes_of(cfg)]
     copies = 4 + (t.ema_decay > 0)  # weights, gradients, Adam's two moments, EMA
     rows = t.batch_size * m.d.pack
     widths = sum(m.g.hidden) + sum(m.d.hidden) * max(m.g.pieces, m.d.pieces) + dim
@@ -297,7 +293,5 @@ def training_device(cfg: Config) -> torch.device:
     device = resolve_device(cfg.device.name)
     if cfg.device.name != "auto" or device.type == "cpu" or distributed.world_size() > 1:
         return device
-    dim = family(cfg.dataset).data_dim(cfg.dataset)
-    nets = (Generator(cfg.model, dim), Discriminator(cfg.model, dim))  # on the CPU: small
-    size = sum(p.numel() for net in nets for p in net.parameters())
+    size = sum(p.numel() for net in shapes_of(cfg) for p in net.parameters())
     return auto_device(device, size, graph.captures(cfg, device))
