@@ -23,6 +23,7 @@ How the processes share the work:
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -115,6 +116,9 @@ def process_group(cfg: Config) -> Iterator[None]:
         ) from e
     finally:
         _host_group = None
+        # DDP's modules hold the group through reference cycles; collected only after the
+        # group is destroyed, they can abort the process as it exits.
+        gc.collect()
         dist.destroy_process_group()
 
 
