@@ -226,6 +226,63 @@ class VectorsConfig:
             at_least(f"dataset.std[{i}]", std, 0.0)
 
 
+@dataclass
+class ImagesConfig:
+    """The user's own images (gantool.datasets.images): every PNG, JPEG, BMP or WebP file under
+    `path`, searched recursively, decoded once, converted to `channels` (1, 3, or auto: 3 when
+    any image has colour), resized (shorter side) and centre-cropped to `resolution` pixels,
+    scaled to [-1, 1]. Images in two or more first-level subfolders and none beside them are
+    labelled by their subfolder (DIR/cat/*.png, DIR/dog/*.png), so model.conditional may be set.
+    A relative `path` starts in the folder the run is started in.
+
+    `classes`, `num_images` and `digest` are the data's record (and `channels` is resolved),
+    filled in when a run starts; checkpoints keep them, so samples need no files, and resume
+    refuses a folder whose pixels changed."""
+
+    name: str = "images"
+    path: str = MISSING
+    resolution: int = 64
+    channels: Any = "auto"  # 1, 3 or auto
+    classes: list[str] = field(default_factory=list)  # recorded: the subfolders, in label order
+    num_images: int = 0  # recorded
+    digest: str = ""  # recorded: a fingerprint of the decoded pixels (and labels)
+
+    eval_keys: ClassVar[tuple[str, ...]] = (
+        "eval/swd",
+        "eval/fid",
+        "eval/kid",
+        "eval/precision",
+        "eval/recall",
+    )
+    endless: ClassVar[bool] = False
+    default_objective: ClassVar[str] = "eval/swd"
+    CHANNELS: ClassVar[tuple[Any, ...]] = (1, 3, "auto")
+
+    @property
+    def num_classes(self) -> int:
+        """Labelled (model.conditional allowed) when its images come in class subfolders."""
+        return len(self.classes)
+
+    def recorded(self) -> bool:
+        return bool(self.digest)
+
+    def check(self) -> None:
+        if not str(self.path).strip():
+            raise ConfigError("dataset.path is empty: name a folder of images")
+        if self.channels not in self.CHANNELS or isinstance(self.channels, bool):
+            raise ConfigError(
+                f"dataset.channels={self.channels!r} is not a choice: expected 1, 3 or auto"
+            )
+        at_least("dataset.resolution", self.resolution, 8)
+        if self.resolution > 1024:
+            raise ConfigError(f"dataset.resolution={self.resolution}: must be <= 1024")
+        if self.recorded() and (self.channels == "auto" or self.num_images < 1):
+            raise ConfigError(
+                "dataset.classes, dataset.num_images and dataset.digest are recorded from "
+                "dataset.path when a run starts: leave them unset"
+            )
+
+
 # Every option of the `dataset` group, by name.
 SCHEMAS = {
     "gaussian": GaussianConfig,
@@ -234,4 +291,5 @@ SCHEMAS = {
     "kmnist": KmnistConfig,
     "mixture": MixtureConfig,
     "vectors": VectorsConfig,
+    "images": ImagesConfig,
 }

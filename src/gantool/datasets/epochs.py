@@ -25,13 +25,17 @@ class Epochs:
     def _shuffle(self) -> torch.Tensor:
         return torch.randperm(len(self.rows), generator=self.generator).to(self.rows.device)
 
-    def next_batch(self) -> torch.Tensor:
+    def next_indices(self) -> torch.Tensor:
+        """The rows of the next batch (B,), turning the epoch when too few are left."""
         if self.position + self.batch_size > len(self.order):
             self.epoch, self.position = self.epoch + 1, 0
             self.order = self._shuffle()
         idx = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
-        return self.rows.index_select(0, idx)  # (B, F)
+        return idx
+
+    def next_batch(self) -> torch.Tensor:
+        return self.rows.index_select(0, self.next_indices())  # (B, F)
 
     def state_dict(self) -> dict:
         return {

@@ -57,6 +57,11 @@ class Family(ABC):
         """The option of the `dataset` group (`dataset=NAME`)."""
         return self.schema.name
 
+    def names_of_classes(self, ds) -> tuple[str, ...]:
+        """The class names of a labelled set, in label order (the user's image folders: their
+        subfolders); () when unlabelled."""
+        return self.class_names
+
     def describe(self, ds) -> str:
         """What a run trains on, in a few words, for its first log line."""
         return self.label

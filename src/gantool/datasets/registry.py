@@ -14,16 +14,18 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from gantool.config.checks import choice
+from gantool.config.checks import check_conditional, choice, waits_for_data
 from gantool.config.compose import compose, typed
 from gantool.config.datasets import SCHEMAS
 from gantool.config.schema import Config
 from gantool.core.errors import ConfigError, GantoolError
 from gantool.datasets.family import Family, Stream
 from gantool.datasets.gaussian import GAUSSIAN
+from gantool.datasets.images import IMAGES
 from gantool.datasets.mixture import MIXTURE
 from gantool.datasets.mnist import FASHION_MNIST, KMNIST, MNIST
 from gantool.datasets.vectors import VECTORS
+from gantool.nn import nets
 from gantool.nn.lenet import RECIPE, Recipe
 from gantool.nn.losses import LOSSES
 
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 
 # Every family, by the option of the `dataset` group it answers to.
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (GAUSSIAN, MNIST, FASHION_MNIST, KMNIST, MIXTURE, VECTORS)
+    family.name: family
+    for family in (GAUSSIAN, MNIST, FASHION_MNIST, KMNIST, MIXTURE, VECTORS, IMAGES)
 }
 if FAMILIES.keys() != SCHEMAS.keys():  # a schema without a family, or a family without one
     raise ImportError(f"dataset families {sorted(FAMILIES)} differ from schemas {sorted(SCHEMAS)}")
@@ -63,7 +66,18 @@ def check(cfg: Config) -> Config:
             f"loss={cfg.loss.name}: its gradient penalty is taken per sample; "
             "model.d.features=moments gives one output per batch"
         )
-    family(cfg.dataset).complete(cfg.dataset)
+    waiting = cfg.model.conditional and waits_for_data(cfg.dataset)
+    kind = family(cfg.dataset)
+    kind.complete(cfg.dataset)
+    if waiting:  # the classes are known now
+        check_conditional(cfg)
+    shape = kind.sample_shape(cfg.dataset)
+    nets.check(cfg.model, shape)
+    if cfg.trainer.augment != "none" and len(shape) != 3:
+        raise ConfigError(
+            f"trainer.augment={cfg.trainer.augment}: augmentation transforms images; the "
+            f"{cfg.dataset.name} dataset's samples are vectors"
+        )
     return cfg
 
 

@@ -10,21 +10,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gantool.config.schema import Config, ModelConfig, OptimizersConfig
+from gantool.config.schema import Config, ModelConfig, OptimizersConfig, TrainerConfig
 from gantool.datasets.registry import family
-from gantool.nn.mlp import Discriminator, Generator, sample_latent
+from gantool.nn import nets
+from gantool.nn.augment import DiffAugment
+from gantool.nn.mlp import sample_latent
 from gantool.nn.optim import build_optimizer
 from gantool.runtime import distributed
 
 log = logging.getLogger(__name__)
 
 
-def shapes_of(cfg: Config) -> tuple[Generator, Discriminator]:
+def shapes_of(cfg: Config) -> tuple[nn.Module, nn.Module]:
     """G and D as cfg builds them, on the meta device: their shapes and sizes without memory,
     and no random number drawn."""
-    dim = family(cfg.dataset).data_dim(cfg.dataset)
+    shape = family(cfg.dataset).sample_shape(cfg.dataset)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return Generator(cfg.model, dim), Discriminator(cfg.model, dim)
+        return nets.generator(cfg.model, shape), nets.discriminator(cfg.model, shape)
+
+
+def augmenter(t: TrainerConfig, shape: tuple[int, ...]) -> DiffAugment | None:
+    """What D's inputs pass through in training under trainer.augment, seeded by the run."""
+    if t.augment == "none":
+        return None
+    return DiffAugment(t.augment_policy, shape, seed=t.seed)
 
 
 # 10,000 noise samples set the EMA generator's BatchNorm statistics (see GAN.calibrate_ema).
@@ -34,11 +43,14 @@ CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE = 20, 500
 @dataclass
 class GAN:
     # Under torchrun G and D are DistributedDataParallel wrappers; checkpoints hold the modules.
-    generator: Generator
-    discriminator: Discriminator
+    generator: nn.Module
+    discriminator: nn.Module
     g_optimizer: torch.optim.Optimizer
     d_optimizer: torch.optim.Optimizer
-    ema: Generator | None = None  # a moving average of G's weights, when trainer.ema_decay > 0
+    ema: nn.Module | None = None  # a moving average of G's weights, when trainer.ema_decay > 0
+    # What D's inputs pass through first in training (trainer.augment): its own generator's
+    # state is part of the GAN's, so resume draws the same augmentations.
+    augment: nn.Module | None = None
 
     @classmethod
     def build(
@@ -46,11 +58,13 @@ class GAN:
         model: ModelConfig,
         optimizer: OptimizersConfig,
         ema_decay: float,
-        data_dim: int,
+        shape: tuple[int, ...],
         device: torch.device,
+        augment: nn.Module | None = None,
     ) -> GAN:
-        g = Generator(model, data_dim).to(device)
-        d = Discriminator(model, data_dim).to(device)
+        """G and D for samples of `shape` (the family's sample_shape)."""
+        g = nets.generator(model, shape).to(device)
+        d = nets.discriminator(model, shape).to(device)
         ema = copy.deepcopy(g).requires_grad_(False) if ema_decay > 0 else None
         return cls(
             distributed.wrap(g),
@@ -58,10 +72,11 @@ class GAN:
             build_optimizer(g.parameters(), optimizer.g),
             build_optimizer(d.parameters(), optimizer.d),
             ema,
+            augment,
         )
 
     @property
-    def sampler(self) -> Generator:
+    def sampler(self) -> nn.Module:
         """The generator to draw samples from: the moving average when there is one."""
         return self.ema if self.ema is not None else distributed.unwrap(self.generator)
 
@@ -85,7 +100,7 @@ class GAN:
         own, so calibrating moves no RNG and gives the same result every time. `model` says
         how G's noise is drawn.
         """
-        norms = [m for m in self.ema.modules() if isinstance(m, nn.BatchNorm1d)]
+        norms = [m for m in self.ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
         for norm in norms:
@@ -106,6 +121,8 @@ class GAN:
         for name in self.__dataclass_fields__:
             part = distributed.unwrap(getattr(self, name))
             if part is None:
+                continue
+            if name == "augment" and "augment" not in state:  # turned on when resuming
                 continue
             if name == "ema" and "ema" not in state:  # EMA turned on when resuming
                 log.info("Starting the EMA generator from the checkpoint's generator")

@@ -142,13 +142,13 @@ class GANStep:
     def d_update(self, data, r1: bool, fakes: Fakes | None, keep_graph: bool):
         """One D update: real labelled real, G's samples (fresh ones when `fakes` is None)
         labelled fake, plus R1 and the loss's own regulariser."""
-        s, D, optimizer = self.s, self.gan.discriminator, self.gan.d_optimizer
+        s, optimizer = self.s, self.gan.d_optimizer
         real = data.next_batch()  # (N, data_dim [+ 1])
         real.requires_grad_(r1)  # R1 needs D's gradient with respect to x
         fakes = fakes or self.make_fakes(keep_graph)
         fake_in = fakes[1].detach()  # D's loss must not reach G's weights
         with self.autocast:
-            real_out, fake_out = D(real), D(fake_in)  # (N / pack, 1); (1, 1) on moments
+            real_out, fake_out = self.judge(real), self.judge(fake_in)  # (N / pack, 1)
         loss = s.loss.d_loss(real_out, fake_out)
         if r1:  # lazily: weighted r1_every times, on one step in r1_every
             r1_term = r1_penalty(real_out, real, s.model.d.pack)
@@ -160,6 +160,17 @@ class GANStep:
         loss.backward()
         optimizer.step()
         return loss, real_out, fake_out, fakes
+
+    def judge(self, x: torch.Tensor) -> torch.Tensor:
+        """D's output for its input rows: augmented first under trainer.augment (real and
+        generated alike, differentiably, so G and R1 see through it), the class column kept."""
+        augment = self.gan.augment
+        if augment is not None:
+            if self.s.model.conditional:
+                x = with_classes(augment(x[:, :-1]), x[:, -1])
+            else:
+                x = augment(x)
+        return self.gan.discriminator(x)
 
     def regulariser(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
         """The loss's own term for D (WGAN-GP's penalty). It sees samples without their class
@@ -194,7 +205,7 @@ class GANStep:
         optimizer = self.gan.g_optimizer
         fakes = fakes or self.make_fakes(keep_graph=True)
         with self.autocast:
-            out = self.gan.discriminator(fakes[1])  # no detach: G learns through D
+            out = self.judge(fakes[1])  # no detach: G learns through D
         loss = self.s.loss.g_loss(out)
         optimizer.zero_grad(set_to_none=not self.graph_safe)
         loss.backward()

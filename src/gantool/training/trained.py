@@ -11,7 +11,7 @@ import torch
 from gantool.config.schema import Config
 from gantool.core.errors import GantoolError, first_line
 from gantool.datasets.registry import family, to_config
-from gantool.nn.mlp import Generator
+from gantool.nn import nets
 from gantool.runtime.device import resolve_device
 from gantool.training.checkpointer import resolve, run_of
 from gantool.training.run_folder import RunFolder
@@ -25,7 +25,7 @@ class Trained:
     run: RunFolder | None  # None for a loose checkpoint, outside a run's checkpoints/ folder
     step: int
     config: Config
-    generator: Generator  # the EMA generator when the run kept one
+    generator: torch.nn.Module  # the EMA generator when the run kept one
     device: torch.device
     started_in: Path | None  # the folder the run was started in (None: not recorded)
 
@@ -50,7 +50,7 @@ def load_generator(path: str | Path, device_name: str) -> Trained:
         cfg = to_config(ckpt.config)
     except GantoolError as e:
         raise GantoolError(f"{path}: its config is not one this gantool reads: {e}") from e
-    G = Generator(cfg.model, family(cfg.dataset).data_dim(cfg.dataset))
+    G = nets.generator(cfg.model, family(cfg.dataset).sample_shape(cfg.dataset))
     try:
         G.load_state_dict(ckpt.generator_state())
     except (RuntimeError, KeyError, TypeError) as e:
