@@ -148,6 +148,12 @@ def _generator_parser(prog: str, description: str, num_help: str) -> argparse.Ar
 
 
 def _parse_generator_args(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help="the run folder's best checkpoint (checkpoints/best.pt: the best periodic "
+        "evaluation, kept with trainer.eval_every) instead of its newest",
+    )
     """Parsed arguments, each checked before anything is loaded: out of range is one line."""
     opts = parser.parse_args(args)
     if opts.num is not None and not 1 <= opts.num <= MAX_NUM:
@@ -160,6 +166,10 @@ def _parse_generator_args(parser: argparse.ArgumentParser, args: list[str]) -> a
 
 def sample(args: list[str]) -> None:
     parser = _generator_parser(
+    if opts.best:
+        from gantool.training.run_folder import best_checkpoint  # no torch
+
+        opts.path = str(best_checkpoint(opts.path))
         "gantool sample",
         "Draw samples from a trained generator and write them in the format --out's extension "
         "names: a picture (MNIST: a digit grid; the Gaussian: a histogram against the target) "

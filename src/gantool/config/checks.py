@@ -169,6 +169,26 @@ def finite(key: str, value: float) -> None:
         raise ConfigError(f"{key}={value}: must be a finite number")
 
 
+    _check_watch(t)
+
+
+def _check_watch(t) -> None:
+    """Periodic evaluation, early stop and rollback (gantool.training.watch)."""
+    for key in ("eval_every", "patience", "max_rollbacks"):
+        at_least(f"trainer.{key}", getattr(t, key), 0)
+    at_least("trainer.num_periodic_eval_samples", t.num_periodic_eval_samples, 1)
+    at_least("trainer.min_delta", t.min_delta, 0.0)
+    left_open_unit("trainer.rollback_lr_factor", t.rollback_lr_factor)
+    if t.eval_every and t.eval_every % t.log_every:
+        raise ConfigError(
+            f"trainer.eval_every={t.eval_every}: must be a multiple of "
+            f"trainer.log_every={t.log_every} (an evaluation joins its step's metrics row)"
+        )
+    if t.patience and not t.eval_every:
+        raise ConfigError(
+            f"trainer.patience={t.patience}: early stop counts evaluations; set "
+            "trainer.eval_every too"
+        )
 def positive(key: str, value: float) -> None:
     finite(key, value)
     if not value > 0:

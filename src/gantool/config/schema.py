@@ -136,6 +136,21 @@ class TrainerConfig:
     # does so on a CUDA device when the setup allows it, true asks for it (and logs why not
     # when it cannot), false never. Typed Any: a YAML true/false stays a bool, "auto" a string.
     cuda_graph: Any = "auto"
+    # Quality watched during training (gantool.training.watch, docs/quality.md). Every
+    # eval_every steps (0: never; a multiple of log_every) the dataset's evaluation of
+    # num_periodic_eval_samples samples, from noise of its own (no RNG of the run moves), joins
+    # that step's metrics row; the best objective so far is kept as checkpoints/best.pt.
+    eval_every: int = 0
+    num_periodic_eval_samples: int = 10_000
+    # Early stop: after `patience` evaluations in a row that improve the objective by no more
+    # than min_delta (0: never stop early).
+    patience: int = 0
+    min_delta: float = 0.0
+    # Rollback: when a loss is not finite or the dataset's collapse signal fires, go back to
+    # checkpoints/best.pt (else the newest checkpoint), multiply both learning rates by
+    # rollback_lr_factor and go on; at most max_rollbacks times (0: never).
+    max_rollbacks: int = 0
+    rollback_lr_factor: float = 0.5
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """A run's checkpoint files: atomic save, keep the newest K, find the newest that loads.
 
 A run's checkpoints are ``RUN_DIR/checkpoints/step_NNNNNNN.pt``; ``last.pt`` is a hard link to
-the newest. Files are written to a temporary name and moved into place with os.replace, so a
-crash never leaves a half-written file under a checkpoint's name. What a file holds is the
-codec's (codec.py); every reader of checkpoints goes through here or through codec.load.
+the newest, and ``best.pt`` one to the checkpoint at the best periodic evaluation (watch.py),
+which keep-K never removes. Files are written to a temporary name and moved into place with
+os.replace, so a crash never leaves a half-written file under a checkpoint's name. What a file
+holds is the codec's (codec.py); every reader of checkpoints goes through here or through
+codec.load.
 """
 
 from __future__ import annotations
@@ -126,8 +128,22 @@ class Checkpointer:
             for tmp in self.folder.checkpoints.glob(".*.tmp"):
                 tmp.unlink()
 
-    def save(self, ckpt: Checkpoint) -> Path | None:
-        """Write `ckpt` as the checkpoint of its step, point last.pt at it, keep the newest K."""
+    def rollback_target(self, best_step: int | None) -> Path | None:
+        """Where a rollback goes: best.pt while the run has a best, else the newest checkpoint
+        (every saved checkpoint had finite losses), else None."""
+        best = self.folder.best_checkpoint
+        if best_step is not None and best.is_file():
+            return best
+        return self.latest()
+
+    def link_best(self, path: Path) -> None:
+        """Point best.pt at the checkpoint `path`."""
+        if self.writes:
+            _atomic(self.folder.best_checkpoint, lambda tmp: _link_or_copy(path, tmp))
+
+    def save(self, ckpt: Checkpoint, best: bool = False) -> Path | None:
+        """Write `ckpt` as the checkpoint of its step, point last.pt (and, if it is the `best`,
+        best.pt) at it, keep the newest K."""
         if not self.writes:
             return None
         folder = self.folder.checkpoints
@@ -136,6 +152,8 @@ class Checkpointer:
         state = codec.encode(ckpt)
         _atomic(path, lambda tmp: torch.save(state, tmp))
         _atomic(folder / LAST, lambda tmp: _link_or_copy(path, tmp))
+        if best:
+            self.link_best(path)
         for old in list_checkpoints(self.folder.path)[: -self.keep]:
             old.unlink()
         return path

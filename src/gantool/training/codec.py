@@ -5,12 +5,15 @@ values (torch.save; loaded with weights_only=True, so a file can never run code)
 
     format       FORMAT, this layout's version (files from before it have none: migrate)
     step         steps done
-    gan          generator, discriminator, g_optimizer, d_optimizer, [ema]: state dicts
+    gan          generator, discriminator, g_optimizer, d_optimizer, [ema], [augment]: state
+                 dicts
     data         stream: the training stream's state (its generator, epoch, position);
                  epoch_size: rows in one epoch of a finite set, or None when endless
     rng          every rank's RNG states, rank 0 first (one for a single process)
     fixed_noise  the noise behind every sample picture
     stats        sum and count of the step statistics since the last log row
+    watch        the watched quality: best step and value, evaluations since, rollbacks
+                 (training/watch.py); absent in files from before it existed
     config       the resolved config, as plain values
     started_in   the folder the run was started in: where its relative paths start
 
@@ -55,6 +58,7 @@ class Checkpoint:
     stats_count: int
     config: dict  # the resolved config as plain values
     started_in: str | None  # None: a file from before this was recorded
+    watch: dict | None = None  # Watch.state_dict(); None: a file from before it existed
 
     def generator_state(self) -> dict:
         """The weights to sample from: the EMA generator's when the run kept one."""
@@ -73,6 +77,7 @@ def encode(ckpt: Checkpoint) -> dict:
         "stats": {"sum": ckpt.stats_sum, "count": ckpt.stats_count},
         "config": ckpt.config,
         "started_in": ckpt.started_in,
+        "watch": ckpt.watch,
     }
 
 
@@ -123,6 +128,7 @@ def decode(state: Any, path: Path) -> Checkpoint:
             stats_count=_typed(stats, "count", int, "stats."),
             config=_typed(state, "config", dict),
             started_in=_typed(state, "started_in", str, optional=True),
+            watch=_typed(state, "watch", dict, optional=True),
         )
     except _Unlike as e:
         raise GantoolError(f"{path} is not a gantool checkpoint: {e}") from None
@@ -180,6 +186,11 @@ def _structure_problem(ckpt: Checkpoint) -> str | None:
     for name in GAN_PARTS:
         if not isinstance(ckpt.gan.get(name), dict):
             return f"its gan.{name} is missing"
+    augment = ckpt.gan.get("augment")  # trainer.augment's generator state
+    if augment is not None:
+        state = augment.get("_extra_state") if isinstance(augment, dict) else None
+        if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1):
+            return "its gan.augment is not an augmentation's generator state"
     if not ckpt.rng:
         return "its RNG states are missing"
     for i, rank in enumerate(ckpt.rng):

@@ -13,6 +13,8 @@ from gantool.training.run_folder import Summary
 
 log = logging.getLogger(__name__)
 
+WATCHED = ("eval/", "rollback/")  # the keys a metrics row gains from training/watch.py
+
 
 def finish(run, train_seconds: float, entered: float) -> dict:
     """Draw the end-of-run pictures, evaluate the final generator and write summary.json
@@ -44,10 +46,12 @@ def finish(run, train_seconds: float, entered: float) -> dict:
         train_seconds=train_seconds,
         wall_seconds=time.perf_counter() - entered,
         samples=str(folder.sample_image(run.step)),
-        final=rows[-1] if rows else {},
+        # The last row's training statistics (its periodic evaluation is `best`'s business).
+        final={k: v for k, v in rows[-1].items() if not k.startswith(WATCHED)} if rows else {},
         eval=results,
         objective={"name": t.objective, "value": results.get(t.objective)},
         targets=run.family.targets(cfg.dataset),
+        **run.watch.summary(),
     )
     folder.write_summary(summary)
     return dataclasses.asdict(summary)

@@ -78,6 +78,10 @@ def captures(cfg: Config, device: torch.device) -> bool:
 def _reason_not(cfg: Config, device: torch.device) -> str | None:
     """reason_not for a run of this config in this process."""
     lazy_r1 = cfg.loss.r1_gamma > 0 and cfg.loss.r1_every > 1
+    if cfg.trainer.augment != "none":
+        # Its generator is not the default one: a capture would need it registered with the
+        # graph (CUDAGraph.register_generator_state), which has never run on a GPU here.
+        return "trainer.augment draws from a generator of its own, which is not captured"
     return reason_not(device, distributed.world_size(), lazy_r1)
 
 
@@ -179,6 +183,13 @@ class GraphStep:
         )
         self.fall_back()
         return self.graph_safe_step(self.batches)  # this step's batches are in the buffers
+
+    def recapture(self) -> None:
+        """After a rollback: the optimizers hold new state tensors and learning rates, which
+        the graph recorded as the old ones' addresses and values. Warm up and capture anew."""
+        if self.failed:
+            return
+        self.graph, self.stats, self.num_eager = None, None, 0
 
     def fall_back(self) -> None:
         """Undo what a failed capture may have left half done; no side stream from now on."""

@@ -37,6 +37,7 @@ from gantool.training.finish import finish
 from gantool.training.gan import GAN, shapes_of
 from gantool.training.run_folder import Logger, RunFolder
 from gantool.training.step import STAT_KEYS, GANStep, StepSettings
+from gantool.training.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +85,17 @@ def _train(cfg: Config, folder: RunFolder, open_loggers: OpenLoggers) -> dict:
     started = time.perf_counter()
     bar = ProgressBar(run.total_steps, run.step, visible=run.main, outputs=run.settings.loss.labels)
     with bar, StopRequest() as stop:
-        while run.step < run.total_steps:
+        while run.step < run.total_steps and not run.watch.stopped:
             run.train_step()
             last = run.step == run.total_steps  # the last step always logs, samples, saves
+            # A log row may evaluate, roll back or stop early (watch.py).
             bar.update(run.step, run.log_row() if run.due(t.log_every) or last else None)
+            last = last or run.watch.stopped is not None
             if run.due(t.sample_every) or last:
                 run.draw_samples()
             stopping = distributed.any_signal(stop.signum)  # all processes stop at one step
-            if run.due(t.checkpoint_every) or last or stopping is not None:
+            best = run.watch.best_step == run.step  # a new best is saved at once, as best.pt
+            if run.due(t.checkpoint_every) or last or stopping is not None or best:
                 saved = run.save_checkpoint()
             if stopping is not None:
                 raise Interrupted(
@@ -102,12 +106,21 @@ def _train(cfg: Config, folder: RunFolder, open_loggers: OpenLoggers) -> dict:
     return finish(run, train_seconds=time.perf_counter() - started, entered=entered)
 
 
-def check_not_done(run_dir: Path, step: int, total_steps: int, t: TrainerConfig) -> None:
-    """A run already at or past its length (`t`: its TrainerConfig) has nothing left to do:
-    NothingToDo (exit 0)."""
+def check_not_done(
+    run_dir: Path, step: int, total_steps: int, t: TrainerConfig, watch: dict | None = None
+) -> None:
+    """A run already at or past its length (`t`: its TrainerConfig), or stopped early
+    (`watch`: its checkpoint's Watch state) with trainer.patience not raised since, has nothing
+    left to do: NothingToDo (exit 0)."""
     if step >= total_steps:
         length = f"trainer.steps={t.steps}" if t.steps is not None else f"trainer.epochs={t.epochs}"
         raise NothingToDo(f"{run_dir} is already at step {step} ({length}): nothing to do")
+    watch = watch or {}
+    if watch.get("stopped") and t.patience and watch.get("evals_since_best", 0) >= t.patience:
+        raise NothingToDo(
+            f"{run_dir} stopped early at step {step} ({watch['stopped']}): nothing to do; "
+            "raise trainer.patience (or set it to 0) to go on"
+        )
 
 
 def check_fits(cfg: Config) -> None:
@@ -185,6 +198,8 @@ class Run:
     def due(self, every: int) -> bool:
         return self.step % every == 0
 
+        # Periodic evaluation, the best checkpoint, early stop and rollback.
+        self.watch = Watch(cfg, self.family.targets(cfg.dataset))
     # --- checkpoints --------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -202,6 +217,7 @@ class Run:
 
     def restore(self, ckpt: Checkpoint) -> None:
         self.gan.load_state_dict(ckpt.gan)
+            watch=self.watch.state_dict(),
         self.data.load_state_dict(ckpt.stream)
         distributed.restore_rng(ckpt.rng, self.cfg.trainer.seed, ckpt.step)
         self.fixed_noise = ckpt.fixed_noise.to(self.device)
@@ -213,11 +229,13 @@ class Run:
     def resume(self, open_loggers: OpenLoggers) -> None:
         """Continue from the newest checkpoint, if there is one, after the checks that can
         refuse it; only then is anything in the run folder written."""
+        self.watch.load_state_dict(ckpt.watch)
+        self.watch.stopped = None  # check_not_done let it go on: patience was raised
         t = self.cfg.trainer
         # Rank 0 reads and checks (the same model?); the others get a copy.
         newest = distributed.from_main(lambda: self.checkpoints.newest(self.cfg))
         if newest is not None:
-            check_not_done(self.folder.path, newest[1].step, self.total_steps, t)
+            check_not_done(self.folder.path, newest[1].step, self.total_steps, t, newest[1].watch)
         if self.main:
             self.checkpoints.set_aside_broken()
         if newest is not None:
@@ -228,15 +246,17 @@ class Run:
         logged = self.step if self.due(t.log_every) else self.step - 1
         loggers = open_loggers(self.folder.path, logged) if self.main else ()
         self.folder.start_logs(logged, loggers)
+            if self.watch.best_step == self.step:  # killed between the two links of its save
+                self.checkpoints.link_best(path)
 
     def save_checkpoint(self) -> Path | None:
-        self.check_finite()
+        self.watch.check_finite(self)  # rolls back, or raises, where a loss was not finite
         self.folder.flush_logs()
         if self.gan.ema is not None:  # the saved EMA generator is ready to sample from
             self.gan.calibrate_ema(self.cfg.model, self.device)
         ckpt = self.checkpoint()
         distributed.check_replicas(ckpt.gan, self.step)  # rank 0's file speaks for all
-        return self.checkpoints.save(ckpt)
+        return self.checkpoints.save(ckpt, best=self.watch.best_step == self.step)
 
     # --- the step and what it leaves -------------------------------------------------------------
     def train_step(self) -> None:
@@ -263,14 +283,15 @@ class Run:
             )
 
     def log_row(self) -> dict:
-        """The statistics averaged since the last row, appended to metrics.jsonl."""
-        self.check_finite()
+        """The statistics averaged since the last row, appended to metrics.jsonl, with the
+        periodic evaluation's numbers when due."""
         values = (self.stats_sum / self.count).tolist()  # the one host sync per log interval
         row = {"step": self.step, **dict(zip(STAT_KEYS, values, strict=True))}
         self.folder.log_row(self.step, row)
         if self.due(self.cfg.trainer.log_every):  # a last, partial interval stays in checkpoints
             self.stats_sum.zero_()
             self.count = 0
+        self.watch.review(self, row)  # may roll back, or raise where a loss was not finite
         return row
 
     def draw_samples(self) -> None:

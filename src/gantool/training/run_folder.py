@@ -3,7 +3,7 @@
     RUN_DIR/
       .hydra/overrides.yaml   the overrides the run was started with (Hydra writes it)
       .lock                   held by the process training in the folder; holds its PID
-      checkpoints/            step_NNNNNNN.pt and last.pt (checkpoint.py)
+      checkpoints/            step_NNNNNNN.pt, last.pt and best.pt (checkpointer.py)
       samples/ plots/         pictures
       metrics.jsonl           one row per log interval
       summary.json            how the run ended: completed (with its evaluation), failed or
@@ -63,6 +63,14 @@ class Summary:
     eval: dict  # the end-of-run evaluation, eval/* keys (empty with trainer.eval_at_end=false)
     objective: dict  # {"name": trainer.objective, "value": its number or None}
     targets: dict  # what a perfect generator would score, where not simply lowest or highest
+    # The periodic evaluation's (trainer.eval_every; gantool.training.watch): the best step,
+    # objective and value (checkpoints/best.pt), why the run stopped early (None: it ran its
+    # length), each rollback, and how many evaluations took how long in this process.
+    best: dict = dataclasses.field(default_factory=dict)
+    stopped_early: str | None = None
+    rollbacks: list = dataclasses.field(default_factory=list)
+    num_evaluations: int = 0
+    eval_seconds: float = 0.0
 
 
 # Lock files this process holds: path -> (file descriptor, nesting depth). flock() locks
@@ -165,6 +173,11 @@ class RunFolder:
     @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The checkpoint at the best periodic evaluation (training/watch.py)."""
+        return self.checkpoints / "best.pt"
 
     def sample_image(self, step: int) -> Path:
         return self.samples / f"step_{step:07d}.png"
@@ -356,6 +369,20 @@ class RunFolder:
         if not isinstance(loaded, list) or not all(isinstance(o, str) for o in loaded):
             raise GantoolError(f"{where} is damaged: expected a list of overrides")
         return loaded
+
+
+def best_checkpoint(path: str | Path) -> Path:
+    """`gantool sample --best`, `eval --best`: the run folder's best.pt, or one line saying why
+    there is none."""
+    folder = RunFolder(path)
+    if not folder.path.is_dir():
+        raise ConfigError(f"--best takes a run folder; {path} is not one")
+    if not folder.best_checkpoint.is_file():
+        raise GantoolError(
+            f"{path} has no best checkpoint ({folder.best_checkpoint}): a run keeps one when "
+            "trainer.eval_every is set"
+        )
+    return folder.best_checkpoint
 
 
 class RunInUse(GantoolError):
