@@ -34,7 +34,7 @@ def test_analytic_flops_equal_the_executed_matmuls(tiny_mnist: Path, extra: list
         ]
     )
     data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), CPU)
     with FlopCounterMode(display=False) as counter:
         GANStep(gan, StepSettings.of(cfg), CPU)(data)
     assert step_flops(cfg, gan) == counter.get_total_flops()

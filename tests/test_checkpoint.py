@@ -26,7 +26,7 @@ from gantool.training.gan import GAN
 from gantool.training.run_folder import RunFolder
 
 CFG = compose_config(FAST)
-GAN_STATE = GAN.build(CFG.model, CFG.optimizer, 0.0, 1, torch.device("cpu")).state_dict()
+GAN_STATE = GAN.build(CFG.model, CFG.optimizer, 0.0, (1,), torch.device("cpu")).state_dict()
 
 
 def checkpoint(step: int, **more) -> Checkpoint:

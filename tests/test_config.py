@@ -55,7 +55,7 @@ def test_every_option_composes_and_builds(overrides: list[str], tmp_path) -> Non
         cfg.model,
         cfg.optimizer,
         cfg.trainer.ema_decay,
-        family(cfg.dataset).data_dim(cfg.dataset),
+        family(cfg.dataset).sample_shape(cfg.dataset),
         torch.device("cpu"),
     )
     z = sample_latent(8, cfg.model, torch.device("cpu"))  # a conditional G's: with classes
@@ -112,7 +112,7 @@ def test_presets_pin_the_reference_setups() -> None:
 def test_keras_preset_builds_batch_norm_after_the_activation() -> None:
     cfg = compose_config(["experiment=keras_mnist"])
     layers = GAN.build(
-        cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 784, torch.device("cpu")
+        cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (784,), torch.device("cpu")
     ).generator.net
     kinds = [type(m).__name__ for m in layers]
     assert kinds[:3] == ["Linear", "LeakyReLU", "BatchNorm1d"] and kinds[-1] == "Tanh"

@@ -22,7 +22,7 @@ def first_steps(overrides: list[str], num: int = 3) -> tuple[torch.Tensor, GAN]:
     cfg = compose_config([*FAST, *overrides])
     seed_everything(cfg.trainer.seed)
     data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, cfg.trainer.seed, CPU)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), CPU)
     return torch.stack([GANStep(gan, StepSettings.of(cfg), CPU)(data) for _ in range(num)]), gan
 
 
@@ -44,7 +44,7 @@ def test_reused_fakes_are_the_d_updates_fakes() -> None:
     cfg = compose_config([*FAST, "trainer.reuse_fake=true", "loss.r1_gamma=0"])
     seed_everything(0)
     data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), CPU)
     seen = []
     gan.discriminator.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
     GANStep(gan, StepSettings.of(cfg), CPU)(data)
@@ -55,7 +55,7 @@ def test_reused_fakes_are_the_d_updates_fakes() -> None:
 def test_d_trains_only_in_its_own_update() -> None:
     cfg = compose_config(FAST)
     data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), CPU)
     D = gan.discriminator
     at_d_update = []
     step = gan.d_optimizer.step

@@ -79,7 +79,7 @@ def fresh(args: list[str], device: torch.device = CPU):
     cfg = compose_config(args)
     seed_everything(cfg.trainer.seed)
     data = training_stream(cfg, device)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, device)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), device)
     return cfg, gan, data
 
 

@@ -139,7 +139,7 @@ def test_pacgan_presets_pin_the_reference(dataset: str) -> None:
     )
     data = family(cfg.dataset).stream(cfg.dataset, 100, 0, CPU)
     assert run_length(cfg.trainer, data.batches_per_epoch) == 400_000  # 400 epochs of 1,000
-    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, 2, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, (2,), CPU)
     g_layers = [type(m).__name__ for m in gan.generator.net]
     assert g_layers[:3] == ["Linear", "BatchNorm1d", "ReLU"] and g_layers.count("Linear") == 5
     assert [m.bias is None for m in gan.generator.net if isinstance(m, nn.Linear)] == [True] * 4 + [
@@ -321,7 +321,7 @@ def test_one_d_targets_are_the_mixtures_moments() -> None:
 
 def test_evaluate_is_seeded_and_leaves_the_training_rng_alone() -> None:
     cfg = compose_config(["dataset=ring", *SMALL])
-    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, 2, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, (2,), CPU)
     before = torch.get_rng_state()
     result = evaluate(cfg, gan.generator, CPU, 700, seed=5)
     assert torch.equal(torch.get_rng_state(), before)
@@ -346,7 +346,7 @@ def test_maxout_keeps_the_largest_of_each_group_of_pieces() -> None:
     expected = torch.stack([x[:, 3 * i : 3 * i + 3].max(dim=1).values for i in range(4)], dim=1)
     assert torch.equal(out, expected)
     cfg = compose_config(["model.d.activation=maxout", "model.d.pieces=4", "model.d.hidden=[6]"])
-    d = GAN.build(cfg.model, cfg.optimizer, 0.0, 1, CPU).discriminator
+    d = GAN.build(cfg.model, cfg.optimizer, 0.0, (1,), CPU).discriminator
     assert [type(m).__name__ for m in d.net] == ["Linear", "Maxout", "Linear"]
     assert d.net[0].out_features == 24 and d.net[2].in_features == 6
     assert d(torch.randn(5, 1)).shape == (5, 1)
@@ -360,7 +360,7 @@ def test_the_existing_blocks_are_unchanged() -> None:
     """The new settings' defaults build the very modules, in the same order, as before."""
     cfg = compose_config(["dataset=mnist"])
     torch.manual_seed(0)
-    g = GAN.build(cfg.model, cfg.optimizer, 0.0, 784, CPU).generator
+    g = GAN.build(cfg.model, cfg.optimizer, 0.0, (784,), CPU).generator
     assert [type(m).__name__ for m in g.net][:3] == ["Linear", "LeakyReLU", "BatchNorm1d"]
     assert all(m.bias is not None for m in g.net if isinstance(m, nn.Linear))
     torch.manual_seed(0)

@@ -21,6 +21,9 @@ from gantool.app.reference import fidelity, gan50, gantool_preset, is_near
 from gantool.config.compose import flatten, to_dict
 from gantool.config.schema import (
     ACTIVATIONS,
+    ARCHITECTURES,
+    AUGMENT_POLICIES,
+    AUGMENTS,
     D_FEATURES,
     G_LOSSES,
     NOISES,
@@ -184,7 +187,86 @@ EXPECTED = {
         },
     },
 }
+# The MLP presets predate convolutional nets and augmentation: they use neither.
+for _reference in EXPECTED.values():
+    _reference["model"]["arch"] = "mlp"
+    _reference["trainer"]["augment"] = "none"
+
+# pytorch/examples, dcgan/main.py (its defaults: imageSize 64, nz 100, ngf 64, ndf 64, Adam lr
+# 2e-4 beta1 0.5, batchSize 64, niter 25).
+_DCGAN_BN = {"batch_norm": True, "batch_norm_momentum": 0.1, "batch_norm_eps": 1e-5}
+EXPECTED["dcgan"] = {
+    "model": {
+        "arch": "dcgan",
+        "latent_dim": 100,
+        "noise": "normal",  # torch.randn(b_size, nz, 1, 1)
+        "g": {"channels": [512, 256, 128, 64], **_DCGAN_BN},
+        "d": {
+            "channels": [64, 128, 256, 512],
+            **_DCGAN_BN,
+            "negative_slope": 0.2,
+            **SAMPLES_D,
+        },
+    },
+    "optimizer": _optimizer("adam", 2e-4, betas=[0.5, 0.999]),
+    "loss": BCE,
+    "trainer": {
+        "steps": None,
+        "epochs": 25,
+        "batch_size": 64,
+        "d_steps": 1,
+        "g_steps": 1,
+        "g_first": False,
+        "reuse_fake": True,  # netG's update judges the `fake` of D's update
+        "ema_decay": 0.0,
+        "augment": "none",
+        "log_every": 100,
+        "sample_every": 100,
+        "checkpoint_every": 1000,
+        "num_samples": 64,
+    },
+}
 PRESETS = tuple(EXPECTED)
+# What only an MLP reads, and what only DCGAN reads.
+MLP_KEYS = (
+    "hidden",
+    "activation",
+    "pieces",
+    "out_activation",
+    "bias",
+    "dropout",
+    "init_std",
+    "first_block_plain",
+    "batch_norm_before_activation",
+)
+
+
+def preset_args(preset: str) -> list[str]:
+    """`experiment=PRESET`, with a folder of images for the presets that train on one."""
+    return [f"experiment={preset}", *data_args("images" if preset == "dcgan" else "")]
+
+
+_folder: list[Path] = []
+
+
+def data_args(dataset: str) -> list[str]:
+    """dataset.path of a folder of four 64 px images, for dataset=images."""
+    if dataset != "images":
+        return []
+    if not _folder:
+        import tempfile
+
+        import numpy as np
+        from PIL import Image
+
+        folder = Path(tempfile.mkdtemp(prefix="gantool-presets-"))
+        for i in range(4):
+            pixels = np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+        _folder.append(folder)
+    return [f"dataset.path={_folder[0]}"]
+
+
 GROUPS = ("model", "optimizer", "loss", "trainer")
 # gantool's own settings, which no reference has: they may follow the defaults.
 HOUSE_KEYS = {
@@ -195,6 +277,13 @@ HOUSE_KEYS = {
     "trainer.objective",
     "trainer.cuda_graph",  # how the step runs on CUDA, not what it computes
     "model.num_classes",  # the dataset's class count: validate() allows no other
+    # Quality watching (gantool.training.watch): off in every preset unless asked for.
+    "trainer.eval_every",
+    "trainer.num_periodic_eval_samples",
+    "trainer.patience",
+    "trainer.min_delta",
+    "trainer.max_rollbacks",
+    "trainer.rollback_lr_factor",
 }
 
 
@@ -212,6 +301,12 @@ def unused_keys(flat: dict, labelled: bool) -> set[str]:
     the others (validate would refuse any other value)."""
     unused = set()
     for net in ("model.g", "model.d"):
+        if flat["model.arch"] == "dcgan":  # G's ReLU has no slope; D's LeakyReLU has
+            unused |= {f"{net}.{k}" for k in MLP_KEYS}
+            dcgan_slope = "leaky_relu" if net == "model.d" else "relu"
+            flat = {**flat, f"{net}.activation": dcgan_slope}
+        else:
+            unused.add(f"{net}.channels")
         activations = {flat[f"{net}.activation"], flat.get(f"{net}.out_activation")}
         if "leaky_relu" not in activations:
             unused.add(f"{net}.negative_slope")
@@ -225,6 +320,8 @@ def unused_keys(flat: dict, labelled: bool) -> set[str]:
         unused.add("trainer.epochs")
     if flat["loss.name"] != "wgan_gp":
         unused.add("loss.gp_lambda")
+    if flat["trainer.augment"] == "none":
+        unused.add("trainer.augment_policy")
     if flat["loss.r1_gamma"] == 0:
         unused.add("loss.r1_every")
     if flat["loss.name"] != "bce":
@@ -241,7 +338,7 @@ def unused_keys(flat: dict, labelled: bool) -> set[str]:
 def reference_settings(preset: str) -> dict:
     """The composed preset's settings that shape the run, flattened: every key of GROUPS but
     HOUSE_KEYS and unused_keys."""
-    cfg = compose_config([f"experiment={preset}"])
+    cfg = compose_config(preset_args(preset))
     composed = to_dict(cfg)
     flat = flatten({group: composed[group] for group in GROUPS})
     labelled = getattr(cfg.dataset, "num_classes", 0) > 0  # as config.validate asks
@@ -264,6 +361,9 @@ CHOICES = {  # a key's allowed strings, by its dotted key or else its last part,
     # Not wgan_gp: validate refuses it with features=moments, which a poisoning may turn on.
     "loss.name": tuple(name for name in LOSSES if name != "wgan_gp"),
     "g_loss": G_LOSSES,
+    "arch": ARCHITECTURES,
+    "augment": AUGMENTS,
+    "augment_policy": AUGMENT_POLICIES,
 }
 
 
@@ -272,8 +372,8 @@ def poisoned(key: str, value):
     leaf = key.rsplit(".", 1)[-1]
     if isinstance(value, bool):
         return not value
-    if value is None:  # steps or epochs
-        return 1_000_000
+    if value is None:  # steps or epochs; DCGAN's widths
+        return [7, 7] if leaf == "channels" else 1_000_000  # two widths: 28 px
     if isinstance(value, int):
         return value + 1
     if isinstance(value, float):  # halved stays in every range here: rates, slopes, decays
@@ -288,7 +388,7 @@ def write_poisoned_configs(folder: Path, preset: str, kept: frozenset[str] = fro
     value unlike the preset's, but for HOUSE_KEYS and `kept`, which keep theirs so that the
     config checks pass: a default the preset does not override shows up as a difference."""
     shutil.copytree(gantool.config.compose.config_dir(), folder)
-    composed = to_dict(compose_config([f"experiment={preset}"]))
+    composed = to_dict(compose_config(preset_args(preset)))
     keep = HOUSE_KEYS | kept
     for group in GROUPS:
         flat = flatten(composed[group], f"{group}.")
@@ -309,17 +409,26 @@ def test_no_default_leaks_into_a_preset(
     preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once for each EXCLUSIVE key the preset needs, that key poisoned and the others kept
-    (validate refuses two of them poisoned together): every key is poisoned at least once."""
+    (validate refuses two of them poisoned together): every key is poisoned at least once.
+    On vectors, model.arch and trainer.augment keep their values (DCGAN and augmentation take
+    images), and so does model.arch when D's features are poisoned (DCGAN's D reads images)."""
     honest = reference_settings(preset)
-    dataset = compose_config([f"experiment={preset}"]).dataset.name
-    turns = [k for k in EXCLUSIVE if k in honest]
+    cfg = compose_config(preset_args(preset))
+    dataset = cfg.dataset.name
+    vectors = len(family(cfg.dataset).sample_shape(cfg.dataset)) == 1
+    always = {"model.d.features"} if cfg.model.arch == "dcgan" else set()  # D reads images
+    turns = [k for k in EXCLUSIVE if k in honest and k not in always]
     assert turns  # each preset needs at least one of them
     for turned in turns:
-        kept = frozenset(EXCLUSIVE) - {turned}
+        kept = frozenset(EXCLUSIVE) - {turned} | always
+        if vectors:
+            kept |= {"model.arch", "trainer.augment"}
+        elif turned == "model.d.features":
+            kept |= {"model.arch"}
         folder = tmp_path / turned / "configs"
         write_poisoned_configs(folder, preset, kept)
         monkeypatch.setattr(gantool.config.compose, "config_dir", lambda folder=folder: folder)
-        plain = flatten(to_dict(compose_config([f"dataset={dataset}"])))  # poisoned defaults
+        plain = flatten(to_dict(compose_config([f"dataset={dataset}", *data_args(dataset)])))
         assert all(plain[k] != v for k, v in honest.items() if k not in kept)
         assert reference_settings(preset) == honest
         monkeypatch.undo()
@@ -329,9 +438,10 @@ def test_no_default_leaks_into_a_preset(
 def test_presets_turn_off_what_the_defaults_turn_on(preset: str) -> None:
     """The Gaussian default reuses fakes, keeps an EMA and uses R1. No reference keeps an EMA
     or uses R1; only PyTorch-GAN's cGAN reuses fakes (its D judges gen_imgs.detach(), the
-    images of G's update), so cgan_mnist keeps reuse_fake on."""
-    cfg = compose_config([f"experiment={preset}"])
-    reuses = preset == "cgan_mnist"
+    images of G's update), and pytorch/examples' DCGAN (G's update judges the fakes of D's),
+    so cgan_mnist and dcgan keep reuse_fake on."""
+    cfg = compose_config(preset_args(preset))
+    reuses = preset in ("cgan_mnist", "dcgan")
     assert (cfg.trainer.reuse_fake, cfg.trainer.ema_decay, cfg.loss.r1_gamma) == (reuses, 0, 0)
     default = compose_config(["dataset=gaussian"])
     assert (default.trainer.reuse_fake, default.trainer.ema_decay > 0) == (True, True)
@@ -352,7 +462,7 @@ def one_step(monkeypatch: pytest.MonkeyPatch, reuse: bool, same_z: bool) -> tupl
     cfg = compose_config([*SHRUNK, "trainer.g_steps=3", f"trainer.reuse_fake={reuse}"])
     seed_everything(0)
     data = family(cfg.dataset).stream(cfg.dataset, cfg.trainer.batch_size, 0, CPU)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), CPU)
     drawn: list[torch.Tensor] = []
     real_sample_latent = gantool.training.step.sample_latent
 
@@ -487,7 +597,7 @@ def test_cgan_preset_computes_pytorch_gans_step(
     overrides = [f"trainer.batch_size={B}", f"model.d.dropout={dropout}"]
     cfg = compose_config(["experiment=cgan_mnist", "device=cpu", *overrides])
     seed_everything(0)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 784, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (784,), CPU)
     G, D = ReferenceGenerator(), ReferenceDiscriminator()
     for layer in D.model:
         if isinstance(layer, nn.Dropout):
@@ -601,3 +711,86 @@ def test_the_preset_follows_the_original_for_100_iterations(tmp_path: Path) -> N
     preset = gantool_preset(0, tmp_path, 100)
     assert original["mean"] == pytest.approx(preset["mean"], rel=1e-5, abs=1e-5)
     assert original["std"] == pytest.approx(preset["std"], rel=1e-5, abs=1e-5)
+
+
+# --- dcgan is pytorch/examples' DCGAN step ----------------------------------------------------
+def reference_dcgan(nz: int, ngf: int, ndf: int, nc: int) -> tuple[nn.Module, nn.Module]:
+    """dcgan/main.py's Generator and Discriminator for 64 px, written from its description:
+    no biases, BatchNorm and ReLU in G, LeakyReLU(0.2) and BatchNorm after the first layer in
+    D, Tanh and Sigmoid out."""
+
+    def up(i: int, o: int, k: int = 4, s: int = 2, p: int = 1) -> list[nn.Module]:
+        return [nn.ConvTranspose2d(i, o, k, s, p, bias=False), nn.BatchNorm2d(o), nn.ReLU(True)]
+
+    G = nn.Sequential(
+        *up(nz, ngf * 8, 4, 1, 0),
+        *up(ngf * 8, ngf * 4),
+        *up(ngf * 4, ngf * 2),
+        *up(ngf * 2, ngf),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
+
+    def down(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 4, 2, 1, bias=False), nn.BatchNorm2d(o), nn.LeakyReLU(0.2, True)]
+
+    D = nn.Sequential(
+        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+        nn.LeakyReLU(0.2, inplace=True),
+        *down(ndf, ndf * 2),
+        *down(ndf * 2, ndf * 4),
+        *down(ndf * 4, ndf * 8),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+        nn.Sigmoid(),
+    )
+    return G, D
+
+
+def test_dcgan_preset_computes_pytorch_examples_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the same weights, batch and noise, one gantool step of the preset (widths cut 16
+    times, batch 4) and one iteration of main.py's loop leave the same G and D, BatchNorm
+    statistics included: D on the real batch and on fake.detach() (two BCELoss terms, one
+    step), then G through D's judgement of the same fake. BCE on logits against BCELoss on
+    sigmoids is the one difference: float rounding."""
+    B, nz, ngf, ndf = 4, 100, 4, 4
+    widths = ["model.g.channels=[32,16,8,4]", "model.d.channels=[4,8,16,32]"]
+    cfg = compose_config([*preset_args("dcgan"), "device=cpu", f"trainer.batch_size={B}", *widths])
+    seed_everything(0)
+    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, (3, 64, 64), CPU)
+    netG, netD = reference_dcgan(nz, ngf, ndf, 3)
+    copy_weights(gan.generator, netG)
+    copy_weights(gan.discriminator, netD)
+    opt = cfg.optimizer
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=opt.d.lr, betas=tuple(opt.d.betas))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=opt.g.lr, betas=tuple(opt.g.betas))
+
+    rng = torch.Generator().manual_seed(1)
+    real = torch.rand(B, 3 * 64 * 64, generator=rng) * 2 - 1
+    noise = torch.randn(B, nz, generator=rng)
+
+    class Batches:
+        def next_batch(self) -> torch.Tensor:
+            return real
+
+    monkeypatch.setattr(gantool.training.step, "sample_latent", lambda *a, **k: noise)
+    stats = GANStep(gan, StepSettings.of(cfg), CPU)(Batches())
+
+    criterion = nn.BCELoss()  # main.py's iteration
+    netD.zero_grad()
+    errD_real = criterion(netD(real.view(B, 3, 64, 64)).view(-1), torch.ones(B))
+    errD_real.backward()
+    fake = netG(noise.view(B, nz, 1, 1))
+    errD_fake = criterion(netD(fake.detach()).view(-1), torch.zeros(B))
+    errD_fake.backward()
+    optimizerD.step()
+    netG.zero_grad()
+    errG = criterion(netD(fake).view(-1), torch.ones(B))
+    errG.backward()
+    optimizerG.step()
+
+    assert stats[0].item() == pytest.approx((errD_real + errD_fake).item(), rel=1e-5)
+    assert stats[1].item() == pytest.approx(errG.item(), rel=1e-5)
+    for ours, theirs in ((gan.generator, netG), (gan.discriminator, netD)):
+        pairs = zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True)
+        worst = {k: (a.double() - b.double()).abs().max().item() for (k, a), b in pairs}
+        assert max(worst.values()) < 1e-5, worst

@@ -176,7 +176,7 @@ def test_sample_from_a_run_folder_and_a_checkpoint(tmp_path: Path, tiny_mnist: P
 
 def test_ema_is_the_moving_average_of_the_generator() -> None:
     cfg = compose_config([*FAST, "trainer.ema_decay=0.9", "model.g.batch_norm=true"])
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 1, torch.device("cpu"))
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (1,), torch.device("cpu"))
     with torch.no_grad():
         for p in gan.generator.parameters():
             p.fill_(1.0)
@@ -244,7 +244,7 @@ def test_ema_batch_norm_statistics_are_its_own(tiny_mnist: Path) -> None:
 
     cfg = compose_config(mnist_overrides(tiny_mnist, "trainer.ema_decay=0.5"))
     cpu = torch.device("cpu")
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, 784, cpu)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (784,), cpu)
     with torch.no_grad():  # EMA weights unlike G's, as after training
         for p in gan.ema.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -52,7 +52,7 @@ def step_setup(overrides: list[str]) -> tuple[Config, GAN, object, StepSettings]
     cfg = compose_config(overrides)
     seed_everything(cfg.trainer.seed)
     data = training_stream(cfg, CPU)  # batch_size packs of model.d.pack samples, labelled or not
-    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, data.data_dim, CPU)
+    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, (data.data_dim,), CPU)
     return cfg, gan, data, StepSettings.of(cfg)
 
 

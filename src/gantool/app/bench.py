@@ -240,7 +240,7 @@ def fresh(cfg: Config, device: torch.device) -> tuple[GAN, object]:
     """A new GAN and training stream for cfg, seeded 0."""
     torch.manual_seed(0)
     data = training_stream(cfg, device, seed=0)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, data.data_dim, device)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), device)
     return gan, data
 
 
@@ -478,7 +478,7 @@ def graph_rows(
     tf32 = matmul_rate(device, tf32=True)
     report(f"tf32 matmul rate: {tf32 / 1e9:.1f} GFLOP/s")
     cfg = mnist_config(root, opts.graph_batch_sizes[0], opts.device, False)
-    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, 784, device)
+    gan = GAN.build(cfg.model, cfg.optimizer, 0.0, (784,), device)
     per_image = step_flops(cfg, gan) / cfg.trainer.batch_size  # the same at any batch size
     rows = bench_graph(cfg, opts.graph_batch_sizes, opts.steps, opts.warmup)
     for row in rows:

@@ -6,7 +6,7 @@ G: noise (B, nz) as a 1x1 map -> a transposed convolution to `start` x `start` (
 followed by BatchNorm and ReLU, Tanh out. D: one stride-2 convolution per halving with
 LeakyReLU(0.2), BatchNorm after every one but the first, then a convolution over the last
 `start` x `start` map to one logit. Weights N(0, 0.02), BatchNorm's scale N(1, 0.02) and shift 0;
-no biases before BatchNorm, as there.
+no biases, as there (but without BatchNorm).
 
 Both take and give flat rows, as the MLPs do: G's samples are (B, C*H*W), D reads them and
 reshapes, so streams, losses, the step and the metrics stay the same for both architectures.
@@ -131,9 +131,10 @@ class DCGANDiscriminator(nn.Module):
         in_channels = (shape[0] + (model.label_dim if model.conditional else 0)) * cfg.pack
         layers: list[nn.Module] = []
         for i, out in enumerate(channels):
-            norm = cfg.batch_norm and i > 0
-            layers.append(nn.Conv2d(in_channels, out, 4, 2, 1, bias=not norm))
-            if norm:
+            # DCGAN's convolutions have no biases, the first's included; without BatchNorm
+            # (a spectral-norm D, say) each has one.
+            layers.append(nn.Conv2d(in_channels, out, 4, 2, 1, bias=not cfg.batch_norm))
+            if cfg.batch_norm and i > 0:
                 layers.append(
                     nn.BatchNorm2d(out, eps=cfg.batch_norm_eps, momentum=cfg.batch_norm_momentum)
                 )
