@@ -9,6 +9,9 @@ from typing import Any
 
 from gantool.config.schema import (
     ACTIVATIONS,
+    ARCHITECTURES,
+    AUGMENT_POLICIES,
+    AUGMENTS,
     D_FEATURES,
     DEVICES,
     G_LOSSES,
@@ -32,6 +35,7 @@ def validate(cfg: Config) -> None:
     ds.check()
 
     m = cfg.model
+    choice("model.arch", m.arch, ARCHITECTURES)
     at_least("model.latent_dim", m.latent_dim, 1)
     choice("model.noise", m.noise, NOISES)
     for key, net in (("model.g", m.g), ("model.d", m.d)):
@@ -54,8 +58,16 @@ def validate(cfg: Config) -> None:
             f"model.d.pack={m.d.pack}: packing needs model.d.features=samples (moments "
             "already judge the whole batch)"
         )
-    if m.conditional:
-        _check_conditional(cfg)
+    if m.conditional and not waits_for_data(ds):
+        check_conditional(cfg)
+    choice("trainer.augment", cfg.trainer.augment, AUGMENTS)
+    if cfg.trainer.augment != "none":
+        if not cfg.trainer.augment_policy:
+            raise ConfigError(
+                "trainer.augment_policy=[]: name at least one of " + ", ".join(AUGMENT_POLICIES)
+            )
+        for i, name in enumerate(cfg.trainer.augment_policy):
+            choice(f"trainer.augment_policy[{i}]", name, AUGMENT_POLICIES)
 
     for key, opt in (("optimizer.g", cfg.optimizer.g), ("optimizer.d", cfg.optimizer.d)):
         choice(f"{key}.name", opt.name, OPTIMIZERS)
@@ -84,14 +96,24 @@ def validate(cfg: Config) -> None:
         )
 
 
-def _check_conditional(cfg: Config) -> None:
+def waits_for_data(ds) -> bool:
+    """Whether a dataset's classes are only known once its files are read (the user's image
+    folders, before their record is filled in): its conditional checks run then."""
+    return hasattr(ds, "recorded") and hasattr(ds, "num_classes") and not ds.recorded()
+
+
+def check_conditional(cfg: Config) -> None:
+    """A conditional model needs a labelled dataset, and takes all its classes (model.num_classes
+    null: filled in from the dataset)."""
     ds, m = cfg.dataset, cfg.model
     classes = getattr(ds, "num_classes", 0)
     if not classes:
         raise ConfigError(
-            f"model.conditional=true: the {ds.name} dataset has no class labels; "
-            "conditional models train on the MNIST family (mnist, fashion_mnist, kmnist)"
+            f"model.conditional=true: the {ds.name} dataset has no class labels; conditional "
+            "models train on the MNIST family and on image folders with class subfolders"
         )
+    if m.num_classes is None:
+        m.num_classes = classes
     if m.num_classes != classes:
         raise ConfigError(
             f"model.num_classes={m.num_classes}: the {ds.name} dataset has {classes} "
@@ -147,6 +169,26 @@ def _check_trainer(cfg: Config) -> None:
         raise ConfigError(
             f"trainer.batch_size={t.batch_size}: model.d.features=moments needs at least 4"
         )
+    _check_watch(t)
+
+
+def _check_watch(t) -> None:
+    """Periodic evaluation, early stop and rollback (gantool.training.watch)."""
+    for key in ("eval_every", "patience", "max_rollbacks"):
+        at_least(f"trainer.{key}", getattr(t, key), 0)
+    at_least("trainer.num_periodic_eval_samples", t.num_periodic_eval_samples, 1)
+    at_least("trainer.min_delta", t.min_delta, 0.0)
+    left_open_unit("trainer.rollback_lr_factor", t.rollback_lr_factor)
+    if t.eval_every and t.eval_every % t.log_every:
+        raise ConfigError(
+            f"trainer.eval_every={t.eval_every}: must be a multiple of "
+            f"trainer.log_every={t.log_every} (an evaluation joins its step's metrics row)"
+        )
+    if t.patience and not t.eval_every:
+        raise ConfigError(
+            f"trainer.patience={t.patience}: early stop counts evaluations; set "
+            "trainer.eval_every too"
+        )
 
 
 def choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -169,26 +211,6 @@ def finite(key: str, value: float) -> None:
         raise ConfigError(f"{key}={value}: must be a finite number")
 
 
-    _check_watch(t)
-
-
-def _check_watch(t) -> None:
-    """Periodic evaluation, early stop and rollback (gantool.training.watch)."""
-    for key in ("eval_every", "patience", "max_rollbacks"):
-        at_least(f"trainer.{key}", getattr(t, key), 0)
-    at_least("trainer.num_periodic_eval_samples", t.num_periodic_eval_samples, 1)
-    at_least("trainer.min_delta", t.min_delta, 0.0)
-    left_open_unit("trainer.rollback_lr_factor", t.rollback_lr_factor)
-    if t.eval_every and t.eval_every % t.log_every:
-        raise ConfigError(
-            f"trainer.eval_every={t.eval_every}: must be a multiple of "
-            f"trainer.log_every={t.log_every} (an evaluation joins its step's metrics row)"
-        )
-    if t.patience and not t.eval_every:
-        raise ConfigError(
-            f"trainer.patience={t.patience}: early stop counts evaluations; set "
-            "trainer.eval_every too"
-        )
 def positive(key: str, value: float) -> None:
     finite(key, value)
     if not value > 0:

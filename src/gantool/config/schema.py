@@ -23,6 +23,9 @@ OPTIMIZERS = ("adam", "sgd")
 G_LOSSES = ("non_saturating", "minimax")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
+ARCHITECTURES = ("mlp", "dcgan")
+AUGMENTS = ("none", "diffaugment")
+AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment's (gantool.nn.augment)
 LOGGERS = ("none", "tensorboard")
 
 
@@ -47,6 +50,10 @@ class GeneratorConfig:
     init_std: float = 0.0
     # The first hidden block has neither BatchNorm nor dropout (PyTorch-GAN's cGAN, DCGAN).
     first_block_plain: bool = False
+    # model.arch=dcgan only: the widths of G's transposed convolutions, widest first, one per
+    # doubling of the image size; null: DCGAN's, 64 x 2^k (28 px: [128, 64]; 64 px:
+    # [512, 256, 128, 64]). DCGAN uses batch_norm, and ignores the MLP keys above.
+    channels: list[int] | None = None
 
 
 @dataclass
@@ -72,18 +79,25 @@ class DiscriminatorConfig:
     # unchanged). Each step then reads trainer.batch_size x pack real samples and G makes as
     # many, so D still sees trainer.batch_size packs of each. 1 is the plain D.
     pack: int = 1
+    # model.arch=dcgan only: the widths of D's strided convolutions, narrowest first; null:
+    # DCGAN's, 64 x 2^k (28 px: [64, 128]; 64 px: [64, 128, 256, 512]).
+    channels: list[int] | None = None
 
 
 @dataclass
 class ModelConfig:
+    # "mlp": G and D are MLPs on flattened samples (any dataset); "dcgan": convolutional nets
+    # of Radford et al. (2016) for the image sets (gantool.nn.dcgan).
+    arch: str = "mlp"
     latent_dim: int = 64
     noise: str = "normal"  # the distribution of G's input: normal N(0, 1) or uniform U[0, 1)
     g: GeneratorConfig = field(default_factory=GeneratorConfig)
     d: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    # Class-conditional G and D (labelled datasets: the MNIST family): each takes the class,
+    # Class-conditional G and D (labelled datasets: the MNIST family, image folders with class
+    # subfolders): each takes the class,
     # embedded in label_dim numbers and concatenated to its input (Mirza & Osindero's cGAN).
     conditional: bool = False
-    num_classes: int = 10  # conditional only: the classes G can be asked for
+    num_classes: int | None = None  # conditional only: the classes G draws; null: the data's
     label_dim: int = 10  # conditional only: the size of each class's embedding
 
 
@@ -136,6 +150,11 @@ class TrainerConfig:
     # does so on a CUDA device when the setup allows it, true asks for it (and logs why not
     # when it cannot), false never. Typed Any: a YAML true/false stays a bool, "auto" a string.
     cuda_graph: Any = "auto"
+    # Image sets: "diffaugment" augments real and generated images alike before D, in both
+    # updates, differentiably (Zhao et al. 2020), from a generator of its own that
+    # checkpoints keep; `augment_policy`: its transforms, any of color, translation, cutout.
+    augment: str = "none"
+    augment_policy: list[str] = field(default_factory=lambda: ["color", "translation", "cutout"])
     # Quality watched during training (gantool.training.watch, docs/quality.md). Every
     # eval_every steps (0: never; a multiple of log_every) the dataset's evaluation of
     # num_periodic_eval_samples samples, from noise of its own (no RNG of the run moves), joins
