@@ -11,6 +11,7 @@ Heavy modules (torch, torchvision, matplotlib) are imported only once a command 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
@@ -25,6 +26,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # The most samples one command draws (`gantool eval --num` too); families may allow fewer.
 MAX_NUM = 10_000_000
 SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes
+INTERPOLATE_RANGE = (2, 1000)  # `gantool sample --interpolate`: a walk's points
+# `gantool sample --truncation`: below it every sample is nearly G(0), and the redraws of
+# gantool.nn.latent (which finish for it) would take thousands of rounds.
+MIN_TRUNCATION = 0.01
 
 USAGE = """\
 usage: gantool COMMAND [ARGS]
@@ -143,17 +148,17 @@ def _generator_parser(prog: str, description: str, num_help: str) -> argparse.Ar
     )
     parser.add_argument("--num", type=int, help=num_help)
     parser.add_argument("--seed", type=int, default=0, help="noise seed, 0 to 2^64-1 (default 0)")
-    _device_argument(parser)
-    return parser
-
-
-def _parse_generator_args(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--best",
         action="store_true",
         help="the run folder's best checkpoint (checkpoints/best.pt: the best periodic "
         "evaluation, kept with trainer.eval_every) instead of its newest",
     )
+    _device_argument(parser)
+    return parser
+
+
+def _parse_generator_args(parser: argparse.ArgumentParser, args: list[str]) -> argparse.Namespace:
     """Parsed arguments, each checked before anything is loaded: out of range is one line."""
     opts = parser.parse_args(args)
     if opts.num is not None and not 1 <= opts.num <= MAX_NUM:
@@ -161,15 +166,15 @@ def _parse_generator_args(parser: argparse.ArgumentParser, args: list[str]) -> a
     low, high = SEED_RANGE
     if not low <= opts.seed <= high:
         parser.error(f"--seed {opts.seed}: must be from {low} to 2^64-1")
+    if opts.best:
+        from gantool.training.run_folder import best_checkpoint  # no torch
+
+        opts.path = str(best_checkpoint(opts.path))
     return opts
 
 
 def sample(args: list[str]) -> None:
     parser = _generator_parser(
-    if opts.best:
-        from gantool.training.run_folder import best_checkpoint  # no torch
-
-        opts.path = str(best_checkpoint(opts.path))
         "gantool sample",
         "Draw samples from a trained generator and write them in the format --out's extension "
         "names: a picture (MNIST: a digit grid; the Gaussian: a histogram against the target) "
@@ -186,14 +191,48 @@ def sample(args: list[str]) -> None:
     )
     parser.add_argument(
         "--label",
+        help="a conditional generator's class to draw, by index or name, like 3 or cat "
+        "(default: every class in turn, one row of the grid each)",
+    )
+    parser.add_argument(
+        "--interpolate",
         type=int,
-        help="a conditional generator's class to draw, like 3 (default: every class in turn, "
-        "one row of the grid each)",
+        metavar="K",
+        help="image datasets: a latent walk of K points (2 to 1,000) from each sample's noise "
+        "to fresh noise (slerp; straight lines for uniform noise); --out .gif: one frame per "
+        "point (default RUN_DIR/samples/walk_step_N.gif), .png: one row per walk (default 8 "
+        "rows), .npy or .pt: the images (N, K, ...)",
+    )
+    parser.add_argument(
+        "--truncation",
+        type=float,
+        metavar="T",
+        help="redraw every noise value outside ±T (BigGAN's truncation; T from 0.01; normal "
+        "noise only): typical samples, less variety",
     )
     opts = _parse_generator_args(parser, args)
+    _check_walk_args(parser, opts)
     from gantool.app.sample import command  # torch: only once the arguments are good
 
-    command(opts.path, opts.num, opts.out, opts.seed, opts.device, opts.label)
+    command(
+        opts.path,
+        opts.num,
+        opts.out,
+        opts.seed,
+        opts.device,
+        opts.label,
+        opts.interpolate,
+        opts.truncation,
+    )
+
+
+def _check_walk_args(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """sample's --interpolate and --truncation in range, before torch is imported."""
+    low, high = INTERPOLATE_RANGE
+    if opts.interpolate is not None and not low <= opts.interpolate <= high:
+        parser.error(f"--interpolate {opts.interpolate}: must be from {low} to {high:,}")
+    if opts.truncation is not None and not MIN_TRUNCATION <= opts.truncation < math.inf:
+        parser.error(f"--truncation {opts.truncation:g}: must be a number from {MIN_TRUNCATION}")
 
 
 def report(args: list[str]) -> None:

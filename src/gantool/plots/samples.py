@@ -131,6 +131,17 @@ def digit_grid(
     return render(fig, fmt, tight=False)
 
 
+def walk_strip(paths: np.ndarray, labels: list[str], title: str = "", fmt: str = "png") -> bytes:
+    """Latent walks (N, K, C, H, W) in [0, 1] (C: 1 or 3) as a digit grid of one row per
+    path, labelled (a conditional generator's class; "" for none), its K points from left to
+    right: the first column is where each walk starts, the last where it ends."""
+    images = np.moveaxis(paths, 2, -1)  # (N, K, H, W, C)
+    if images.shape[-1] == 1:
+        images = images[..., 0]  # grey: (N, K, H, W)
+    rows = list(zip(labels, images, strict=True))
+    return digit_grid(images.reshape(-1, *images.shape[2:]), title, fmt, rows)
+
+
 # --- Gaussian mixtures ---------------------------------------------------------------------------
 MIXTURE_DENSITY_BINS = 120  # per axis of the density panel
 
