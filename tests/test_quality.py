@@ -87,19 +87,22 @@ def test_early_stop_at_the_patience_th_evaluation(tmp_path: Path) -> None:
 
 
 def test_collapse_signals_fire_on_a_fall() -> None:
-    std, classes, modes = (
-        COLLAPSE[k] for k in ("eval/std", "eval/num_classes_covered", "eval/modes")
+    std, w1, classes, modes = (
+        COLLAPSE[f"eval/{k}"] for k in ("std", "w1", "num_classes_covered", "modes")
     )
-    assert std(0.1, 1.2, 1.25) and not std(0.2, 1.2, 1.25)
-    assert not std(0.01, 0.05, 1.25)  # a G that has not spread out yet
-    assert classes(4, 10, None) and not classes(5, 10, None) and not classes(1, 1, None)
-    assert modes(1, 3, None) and not modes(2, 3, None) and not modes(1, 1, None)
+    gaussian = {"eval/std": 1.25}
+    assert std(0.1, 0.1, 1.2, gaussian) and not std(0.2, 0.2, 1.2, gaussian)
+    assert not std(0.01, 0.01, 0.05, gaussian)  # a G that has not spread out yet
+    assert w1(2.0, 0.3, 2.0, gaussian) and not w1(1.0, 0.3, 2.0, gaussian)
+    assert not w1(9.0, 2.0, 9.0, gaussian)  # never came near
+    assert classes(4, 4, 10, {}) and not classes(5, 5, 10, {}) and not classes(1, 1, 1, {})
+    assert modes(1, 1, 3, {}) and not modes(2, 2, 3, {}) and not modes(1, 1, 1, {})
 
 
 def test_rollback_then_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A signal that fires at every evaluation but the best (step 2): rollbacks to it at steps 4
     # and 6, halving the learning rates each time.
-    monkeypatch.setattr(watch, "COLLAPSE", {"eval/w1": lambda value, peak, target: "a test"})
+    monkeypatch.setattr(watch, "COLLAPSE", {"eval/w1": lambda *args: "a test"})
     base = [*WATCHED, NEVER_BETTER, "trainer.max_rollbacks=2"]
     full, split = tmp_path / "full", tmp_path / "split"
     train(compose_config([*base, "trainer.steps=7"]), full)

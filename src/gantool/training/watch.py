@@ -28,8 +28,6 @@ import math
 import time
 from collections.abc import Callable
 
-import torch
-
 from gantool.config.metrics import metric
 from gantool.config.schema import Config
 from gantool.nn.lenet import RECIPE
@@ -40,34 +38,49 @@ log = logging.getLogger(__name__)
 
 STD_FLOOR = 0.1  # the Gaussian's G has collapsed when its std is under this share of the target's
 
+Signal = Callable[[float, float, float, dict[str, float]], "str | None"]
 
-def _std(value: float, peak: float, target: float | None) -> str | None:
-    """The 1-D Gaussian (and 1-D mixtures): every sample at one point is a std near 0. It
-    fires on a fall only: a G that has not yet spread out (its first steps) is not collapsed."""
-    if target is not None and value < STD_FLOOR * target <= peak:
+
+def _std(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
+    """The 1-D Gaussian (and 1-D mixtures) collapsed: every sample near one point, a std near 0.
+    It fires on a fall only: a G that has not spread out yet (its first steps) has not
+    collapsed."""
+    target = targets.get("eval/std")
+    if target is not None and value < STD_FLOOR * target <= high:
         return f"G's std fell to {value:.3g}, under {STD_FLOOR:g} x the target's {target:g}"
     return None
 
 
-def _classes(value: float, peak: float, target: float | None) -> str | None:
+def _w1(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
+    """The 1-D Gaussian (and 1-D mixtures) diverged: G had come within one target std (W1, the
+    mean distance a sample must move, below it) and has left again. What the 50-line GAN's
+    failing seeds do: G's mean runs off to -65, or sticks at 6.7 while D gives up."""
+    target = targets.get("eval/std")
+    if target is not None and value > target >= low:
+        return f"W1 rose to {value:.3g}, over the target's std {target:g}, from {low:.3g}"
+    return None
+
+
+def _classes(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
     """The MNIST family: mode collapse shows as classes the LeNet no longer finds."""
-    if value < peak / 2:
-        return f"classes covered fell to {value:g} from {peak:g}"
+    if value < high / 2:
+        return f"classes covered fell to {value:g} from {high:g}"
     return None
 
 
-def _modes(value: float, peak: float, target: float | None) -> str | None:
+def _modes(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
     """Gaussian mixtures: a collapsed G covers one mode."""
-    if value <= 1 < peak:
-        return f"modes captured fell to {value:g} from {peak:g}"
+    if value <= 1 < high:
+        return f"modes captured fell to {value:g} from {high:g}"
     return None
 
 
-# Each family's collapse signal, by the eval key that carries it: (value now, the largest at
-# earlier evaluations, the target) -> why it fired, or None. A family whose keys hold none of
-# these rolls back on non-finite losses only.
-COLLAPSE: dict[str, Callable[[float, float, float | None], str | None]] = {
+# Each family's collapse signal, by the eval keys that carry it: (value now, the lowest and
+# highest at earlier evaluations, the family's targets) -> why it fired, or None. A family
+# whose keys hold none of these rolls back on non-finite losses only.
+COLLAPSE: dict[str, Signal] = {
     "eval/std": _std,
+    "eval/w1": _w1,
     "eval/num_classes_covered": _classes,
     "eval/modes": _modes,
 }
@@ -85,7 +98,7 @@ class Watch:
         self.best_step: int | None = None
         self.best_value: float | None = None
         self.evals_since_best = 0
-        self.peaks: dict[str, float] = {}  # the largest value of each COLLAPSE key so far
+        self.seen: dict[str, list[float]] = {}  # [lowest, highest] of each COLLAPSE key
         self.rollbacks: list[dict] = []  # {"step", "to_step", "reason", "lr_scale"}
         self.pending: dict = {}  # rollback/* keys for the next metrics row
         self.stopped: str | None = None  # why the run stopped early
@@ -98,7 +111,7 @@ class Watch:
             "best_step": self.best_step,
             "best_value": self.best_value,
             "evals_since_best": self.evals_since_best,
-            "peaks": dict(self.peaks),
+            "seen": {key: list(span) for key, span in self.seen.items()},
             "rollbacks": [dict(r) for r in self.rollbacks],
             "pending": dict(self.pending),
             "stopped": self.stopped,
@@ -110,7 +123,7 @@ class Watch:
         self.best_step = state.get("best_step")
         self.best_value = state.get("best_value")
         self.evals_since_best = state.get("evals_since_best", 0)
-        self.peaks = dict(state.get("peaks", {}))
+        self.seen = {key: list(span) for key, span in state.get("seen", {}).items()}
         self.rollbacks = [dict(r) for r in state.get("rollbacks", [])]
         self.pending = dict(state.get("pending", {}))
         self.stopped = state.get("stopped")
@@ -159,8 +172,8 @@ class Watch:
             if gan.ema is not None:  # BatchNorm statistics of the EMA weights' own
                 gan.calibrate_ema(cfg.model, device)
             num, seed = self.t.num_periodic_eval_samples, self.t.seed
-            with torch.no_grad():
-                return run.family.evaluate(cfg, gan.sampler, device, num, seed, RECIPE)
+            # Not under no_grad: an image set's first evaluation trains its LeNet.
+            return run.family.evaluate(cfg, gan.sampler, device, num, seed, RECIPE)
 
         results = distributed.from_main(score)
         self.num_evals += 1
@@ -177,7 +190,8 @@ class Watch:
             self.evals_since_best += 1
         collapse = None if self.improved else self.collapse(results)
         for key in COLLAPSE.keys() & results.keys():
-            self.peaks[key] = max(self.peaks.get(key, -math.inf), results[key])
+            low, high = self.seen.get(key, (math.inf, -math.inf))
+            self.seen[key] = [min(low, results[key]), max(high, results[key])]
         self.say(run.step, value)
         if collapse and len(self.rollbacks) < self.t.max_rollbacks:
             self.roll_back(run, collapse)
@@ -212,8 +226,8 @@ class Watch:
         """Why the family's collapse signal fires now, or None."""
         for key, signal in COLLAPSE.items():
             if key in results and math.isfinite(results[key]):
-                peak = self.peaks.get(key, -math.inf)
-                why = signal(results[key], peak, self.targets.get(key))
+                low, high = self.seen.get(key, (math.inf, -math.inf))
+                why = signal(results[key], low, high, self.targets)
                 if why:
                     return why
         return None
