@@ -127,6 +127,15 @@ RESUME_CASES = {
         "trainer.ema_decay=0.5",
     ],
     "mnist with dropout": ["MNIST", "model.d.dropout=0.3", "optimizer=sgd"],
+    "conditional dcgan with diffaugment": [
+        "MNIST",
+        "model=dcgan",
+        "model.g.channels=[8,4]",
+        "model.d.channels=[4,8]",
+        "model.latent_dim=8",
+        "model.conditional=true",
+        "trainer.augment=diffaugment",
+    ],
 }
 
 

@@ -94,9 +94,9 @@ def digit_grid(
     fmt: str = "png",
     rows: list[tuple[str, np.ndarray]] | None = None,
 ) -> bytes:
-    """Images (N, 28, 28) in [0, 1] as a PNG (or `fmt`): a square grid on white, `title`
-    above it; or, given `rows` (a label and its images, for each row), one labelled row each,
-    as a conditional generator's classes are drawn.
+    """Images (N, H, W) grey or (N, H, W, 3) colour, in [0, 1], as a PNG (or `fmt`): a square
+    grid on white, `title` above it; or, given `rows` (a label and its images, for each row),
+    one labelled row each, as a conditional generator's classes are drawn.
 
     Pixels are enlarged by a whole factor (nearest neighbour) until the grid is at least
     MIN_GRID_WIDTH pixels wide, so the digits can be seen without zooming.
@@ -106,17 +106,19 @@ def digit_grid(
         blank = np.ones_like(images[:1])  # (1, 28, 28): a white cell where a row is short
         pads = [np.concatenate([row, blank.repeat(ncol - len(row), 0)]) for _, row in rows]
         images = np.concatenate(pads)
-    num, height, width = images.shape
+    if images.ndim == 3:  # grey: the same value in each colour
+        images = images[..., None].repeat(3, axis=3)
+    num, height, width, _ = images.shape
     ncol = ncol if rows is not None else math.ceil(math.sqrt(num))
     nrow = math.ceil(num / ncol)
     pad = 2  # white lines between the digits, as torchvision's make_grid draws them
-    grid = np.ones((nrow * (height + pad) + pad, ncol * (width + pad) + pad), np.float32)
+    grid = np.ones((nrow * (height + pad) + pad, ncol * (width + pad) + pad, 3), np.float32)
     for i, image in enumerate(images):
         top, left = pad + (i // ncol) * (height + pad), pad + (i % ncol) * (width + pad)
         grid[top : top + height, left : left + width] = image
     scale = min(16, max(1, math.ceil(MIN_GRID_WIDTH / grid.shape[1])))
-    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)  # (H, W), nearest neighbour
-    rgb = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)[..., None].repeat(3, axis=2)
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)  # (H, W, 3), nearest neighbour
+    rgb = (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
     dpi = 100
     # A band on the left for the rows' labels, as wide as the longest needs at 12 pt.
     band = 0 if rows is None else 16 + 8 * max(len(label) for label, _ in rows)

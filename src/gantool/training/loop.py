@@ -34,7 +34,7 @@ from gantool.training import graph
 from gantool.training.checkpointer import Checkpointer
 from gantool.training.codec import Checkpoint
 from gantool.training.finish import finish
-from gantool.training.gan import GAN, shapes_of
+from gantool.training.gan import GAN, augmenter, shapes_of
 from gantool.training.run_folder import Logger, RunFolder
 from gantool.training.step import STAT_KEYS, GANStep, StepSettings
 from gantool.training.watch import Watch
@@ -171,7 +171,10 @@ class Run:
         seed_everything(t.seed)
         self.data = distributed.shard(training_stream(cfg, device))
         self.total_steps = run_length(t, self.data.batches_per_epoch)
-        self.gan = GAN.build(cfg.model, cfg.optimizer, t.ema_decay, self.data.data_dim, device)
+        shape = self.family.sample_shape(cfg.dataset)
+        self.gan = GAN.build(
+            cfg.model, cfg.optimizer, t.ema_decay, shape, device, augmenter(t, shape)
+        )
         if device.type == "cpu":
             threads = cpu_threads(cfg.device.num_threads, self.gan.num_parameters())
             torch.set_num_threads(threads)
@@ -185,7 +188,8 @@ class Run:
         # The same noise for every sample picture, so they can be compared across steps.
         fixed = torch.Generator(device).manual_seed(t.seed)
         # A conditional model's pictures show its classes in blocks: one per row of a grid.
-        classes = row_classes(t.num_samples, cfg.model.num_classes, device)
+        m = cfg.model
+        classes = row_classes(t.num_samples, m.num_classes, device) if m.conditional else None
         self.fixed_noise = sample_latent(t.num_samples, cfg.model, device, fixed, classes)
         self.step = 0
         # Statistics summed since the last log row; checkpoints carry them so rows resume.
@@ -194,12 +198,12 @@ class Run:
         self.nonfinite_step = torch.tensor(-1, device=device)
         self.started_in = os.getcwd()  # what a relative dataset.root is relative to
         self.checkpoints = Checkpointer(folder, t.keep_checkpoints, writes=self.main)
+        # Periodic evaluation, the best checkpoint, early stop and rollback.
+        self.watch = Watch(cfg, self.family.targets(cfg.dataset))
 
     def due(self, every: int) -> bool:
         return self.step % every == 0
 
-        # Periodic evaluation, the best checkpoint, early stop and rollback.
-        self.watch = Watch(cfg, self.family.targets(cfg.dataset))
     # --- checkpoints --------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -213,11 +217,11 @@ class Run:
             stats_count=self.count,
             config=to_dict(self.cfg),
             started_in=self.started_in,
+            watch=self.watch.state_dict(),
         )
 
     def restore(self, ckpt: Checkpoint) -> None:
         self.gan.load_state_dict(ckpt.gan)
-            watch=self.watch.state_dict(),
         self.data.load_state_dict(ckpt.stream)
         distributed.restore_rng(ckpt.rng, self.cfg.trainer.seed, ckpt.step)
         self.fixed_noise = ckpt.fixed_noise.to(self.device)
@@ -225,12 +229,12 @@ class Run:
         self.count = ckpt.stats_count
         self.step = ckpt.step
         self.started_in = ckpt.started_in or self.started_in
+        self.watch.load_state_dict(ckpt.watch)
+        self.watch.stopped = None  # check_not_done let it go on: patience was raised
 
     def resume(self, open_loggers: OpenLoggers) -> None:
         """Continue from the newest checkpoint, if there is one, after the checks that can
         refuse it; only then is anything in the run folder written."""
-        self.watch.load_state_dict(ckpt.watch)
-        self.watch.stopped = None  # check_not_done let it go on: patience was raised
         t = self.cfg.trainer
         # Rank 0 reads and checks (the same model?); the others get a copy.
         newest = distributed.from_main(lambda: self.checkpoints.newest(self.cfg))
@@ -242,12 +246,12 @@ class Run:
             path, ckpt = newest
             self.restore(ckpt)
             log.info("Resumed from %s at step %d", path, self.step)
+            if self.watch.best_step == self.step:  # killed between the two links of its save
+                self.checkpoints.link_best(path)
         # Rows after the checkpoint are logged again; so is the row of a partial interval.
         logged = self.step if self.due(t.log_every) else self.step - 1
         loggers = open_loggers(self.folder.path, logged) if self.main else ()
         self.folder.start_logs(logged, loggers)
-            if self.watch.best_step == self.step:  # killed between the two links of its save
-                self.checkpoints.link_best(path)
 
     def save_checkpoint(self) -> Path | None:
         self.watch.check_finite(self)  # rolls back, or raises, where a loss was not finite
@@ -287,11 +291,11 @@ class Run:
         periodic evaluation's numbers when due."""
         values = (self.stats_sum / self.count).tolist()  # the one host sync per log interval
         row = {"step": self.step, **dict(zip(STAT_KEYS, values, strict=True))}
+        self.watch.review(self, row)  # may roll back, or raise where a loss was not finite
         self.folder.log_row(self.step, row)
         if self.due(self.cfg.trainer.log_every):  # a last, partial interval stays in checkpoints
             self.stats_sum.zero_()
             self.count = 0
-        self.watch.review(self, row)  # may roll back, or raise where a loss was not finite
         return row
 
     def draw_samples(self) -> None:
