@@ -94,9 +94,10 @@ def test_collapse_signals_fire_on_a_fall() -> None:
     assert std(0.1, 0.1, 1.2, gaussian) and not std(0.2, 0.2, 1.2, gaussian)
     assert not std(0.01, 0.01, 0.05, gaussian)  # a G that has not spread out yet
     assert w1(2.0, 0.3, 2.0, gaussian) and not w1(1.0, 0.3, 2.0, gaussian)
-    assert not w1(9.0, 2.0, 9.0, gaussian)  # never came near
+    assert not w1(6.0, 0.8, 6.0, gaussian)  # the swings before G first comes close
     assert classes(4, 4, 10, {}) and not classes(5, 5, 10, {}) and not classes(1, 1, 1, {})
     assert modes(1, 1, 3, {}) and not modes(2, 2, 3, {}) and not modes(1, 1, 1, {})
+    assert modes(3, 3, 8, {}) and not modes(4, 4, 8, {})
 
 
 def test_rollback_then_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
