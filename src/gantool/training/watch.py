@@ -197,11 +197,11 @@ class Watch:
             low, high = self.seen.get(key, (math.inf, -math.inf))
             self.seen[key] = [min(low, results[key]), max(high, results[key])]
         self.say(run.step, value)
-        if collapse and len(self.rollbacks) < self.t.max_rollbacks:
-            self.roll_back(run, collapse)
-            return
         if collapse and self.t.max_rollbacks:
-            log.warning("Step %d: %s (no rollback left)", run.step, collapse)
+            rollbacks = len(self.rollbacks)
+            self.roll_back(run, collapse)
+            if len(self.rollbacks) > rollbacks:
+                return
         if self.t.patience and self.evals_since_best >= self.t.patience:
             self.stopped = (
                 f"early stop: {self.objective} did not improve by more than "
@@ -251,9 +251,14 @@ class Watch:
     def roll_back(self, run, reason: str) -> None:
         """Back to best.pt (else the newest checkpoint) with smaller learning rates; without a
         rollback left, or anything to go back to, a non-finite loss ends the run as before."""
-        path = run.checkpoints.rollback_target(self.best_step)
-        if len(self.rollbacks) >= self.t.max_rollbacks or path is None:
+        if len(self.rollbacks) >= self.t.max_rollbacks:
             run.check_finite()  # raises where a loss was not finite
+            log.warning("Step %d: %s (no rollback left)", run.step, reason)
+            return
+        # Rank 0's files: the other processes get its checkpoint (or its None).
+        path = distributed.from_main(lambda: run.checkpoints.rollback_target(self.best_step))
+        if path is None:
+            run.check_finite()
             log.warning("Step %d: %s; nothing to roll back to", run.step, reason)
             return
         ckpt = distributed.from_main(lambda: codec.load(path, run.device))
