@@ -39,49 +39,58 @@ log = logging.getLogger(__name__)
 STD_FLOOR = 0.1  # the Gaussian's G has collapsed when its std is under this share of the target's
 W1_CLOSE = 0.25  # ... and has come close when W1 is under this share of the target std
 
-Signal = Callable[[float, float, float, dict[str, float]], "str | None"]
+Seen = dict[str, list[float]]  # [lowest, highest] of each COLLAPSE key at earlier evaluations
+Signal = Callable[[float, Seen, dict[str, float]], "str | None"]
 
 
-def _std(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
-    """The 1-D Gaussian (and 1-D mixtures) collapsed: every sample near one point, a std near 0.
-    It fires on a fall only: a G that has not spread out yet (its first steps) has not
-    collapsed."""
+def _came_close(seen: Seen, targets: dict[str, float]) -> bool:
+    """Whether the 1-D G has come close to its target: W1 (the mean distance a sample must
+    move) under W1_CLOSE target stds at an earlier evaluation. Until then it swings widely on
+    its own and comes back (seed_gaussian's seed 2: W1 0.8, then 6, then 0.2 for good; seed 0:
+    its std down to 0.11 at step 900, then on target): not a collapse, nor a divergence."""
     target = targets.get("eval/std")
-    if target is not None and value < STD_FLOOR * target <= high:
+    return target is not None and seen.get("eval/w1", [math.inf])[0] <= W1_CLOSE * target
+
+
+def _std(value: float, seen: Seen, targets: dict[str, float]) -> str | None:
+    """The 1-D Gaussian (and 1-D mixtures) collapsed: every sample near one point, a std near 0."""
+    target = targets.get("eval/std")
+    if _came_close(seen, targets) and value < STD_FLOOR * target:
         return f"G's std fell to {value:.3g}, under {STD_FLOOR:g} x the target's {target:g}"
     return None
 
 
-def _w1(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
-    """The 1-D Gaussian (and 1-D mixtures) diverged: G had come close (W1, the mean distance a
-    sample must move, under a quarter of the target std) and has left by more than the target
-    std. What the 50-line GAN's failing seeds do: G's mean runs off to -65, or sticks at 6.7
-    while D gives up. Before G first comes close it swings widely on its own and comes back
-    (seed 2 went from W1 0.8 to 6 and back to 0.2): that is not a divergence."""
+def _w1(value: float, seen: Seen, targets: dict[str, float]) -> str | None:
+    """The 1-D Gaussian (and 1-D mixtures) diverged: G came close and has left by more than the
+    target std. What the 50-line GAN's failing seeds do: G's mean runs off to -65, or sticks
+    at 6.7 while D gives up."""
     target = targets.get("eval/std")
-    if target is not None and value > target and low <= W1_CLOSE * target:
+    if _came_close(seen, targets) and value > target:
+        low = seen["eval/w1"][0]
         return f"W1 rose to {value:.3g}, over the target's std {target:g}, from {low:.3g}"
     return None
 
 
-def _classes(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
+def _classes(value: float, seen: Seen, targets: dict[str, float]) -> str | None:
     """The MNIST family: mode collapse shows as classes the LeNet no longer finds."""
+    high = seen.get("eval/num_classes_covered", [0, 0])[1]
     if value < high / 2:
         return f"classes covered fell to {value:g} from {high:g}"
     return None
 
 
-def _modes(value: float, low: float, high: float, targets: dict[str, float]) -> str | None:
+def _modes(value: float, seen: Seen, targets: dict[str, float]) -> str | None:
     """Gaussian mixtures: a collapsing G drops modes, down to one (the ring's 8 to 3, the
     grid's 25 to 12, or any number to 1)."""
+    high = seen.get("eval/modes", [0, 0])[1]
     if value < high / 2 or value <= 1 < high:
         return f"modes captured fell to {value:g} from {high:g}"
     return None
 
 
 # Each family's collapse signal, by the eval keys that carry it: (value now, the lowest and
-# highest at earlier evaluations, the family's targets) -> why it fired, or None. A family
-# whose keys hold none of these rolls back on non-finite losses only.
+# highest of each key at earlier evaluations, the family's targets) -> why it fired, or None.
+# A family whose keys hold none of these rolls back on non-finite losses only.
 COLLAPSE: dict[str, Signal] = {
     "eval/std": _std,
     "eval/w1": _w1,
@@ -230,8 +239,7 @@ class Watch:
         """Why the family's collapse signal fires now, or None."""
         for key, signal in COLLAPSE.items():
             if key in results and math.isfinite(results[key]):
-                low, high = self.seen.get(key, (math.inf, -math.inf))
-                why = signal(results[key], low, high, self.targets)
+                why = signal(results[key], self.seen, self.targets)
                 if why:
                     return why
         return None
