@@ -99,6 +99,10 @@ COLLAPSE: dict[str, Signal] = {
 }
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 class Watch:
     """The quality of one run between its steps: the best evaluation so far, the evaluations
     since, the rollbacks, and an early stop once decided. `review` runs at every log row."""
@@ -162,7 +166,9 @@ class Watch:
         self.improved = False
         rolled_back = self.check_finite(run)
         if not rolled_back and self.t.eval_every and run.step % self.t.eval_every == 0:
-            row.update(self.evaluate(run))
+            results = self.evaluate(run)
+            # The numbers: a histogram or the classes' names stay in `gantool eval`'s JSON.
+            row.update({k: v for k, v in results.items() if _is_number(v)})
             self.judge(run, row)
         row.update(self.pending)
         self.pending = {}
