@@ -17,6 +17,7 @@ from gantool.datasets.gaussian import GAUSSIAN
 from gantool.training import finish, watch
 from gantool.training.checkpointer import latest_checkpoint, list_checkpoints
 from gantool.training.codec import load as load_checkpoint
+from gantool.training.loop import Run
 from gantool.training.watch import COLLAPSE
 
 # An evaluation every log row (FAST logs every 2 steps); no pictures, no end-of-run
@@ -122,3 +123,22 @@ def test_rollback_then_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     lr = compose_config(base).optimizer.g.lr
     assert a.gan["g_optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr * 0.25)
     assert [r["to_step"] for r in summary_of(full)["rollbacks"]] == [2, 2]
+
+
+def test_a_non_finite_loss_rolls_back_to_the_best(tmp_path: Path, monkeypatch) -> None:
+    def losses_turn_nan_at_step_3(run) -> None:
+        train_step(run)
+        if run.step == 3:
+            run.nonfinite_step.fill_(3)  # as Run.train_step records a NaN loss
+
+    train_step = Run.train_step
+    monkeypatch.setattr(Run, "train_step", losses_turn_nan_at_step_3)
+    run = tmp_path / "run"
+    summary = train(compose_config([*WATCHED, "trainer.max_rollbacks=1"]), run)
+    # Step 3 is a checkpoint step: its save notices the loss and rolls back to best.pt.
+    assert summary["step"] == 6
+    assert summary["rollbacks"] == [
+        {"step": 3, "to_step": 2, "reason": "a loss was not finite at step 3", "lr_scale": 0.5}
+    ]
+    row = next(r for r in MetricsLog(run / "metrics.jsonl").rows() if r["step"] == 4)
+    assert row["rollback/count"] == 1 and row["rollback/to_step"] == 2
