@@ -219,11 +219,11 @@ class Watch:
                 return
         if self.t.patience and self.evals_since_best >= self.t.patience:
             self.stopped = (
-                f"early stop: {self.objective} did not improve by more than "
+                f"{self.objective} did not improve by more than "
                 f"trainer.min_delta={self.t.min_delta:g} in {self.evals_since_best} evaluations "
                 f"(trainer.patience={self.t.patience}); best at step {self.best_step}"
             )
-            log.info("Step %d: %s", run.step, self.stopped)
+            log.info("Step %d: early stop: %s", run.step, self.stopped)
 
     def improves(self, value: float | None) -> bool:
         if value is None or not math.isfinite(value):
