@@ -71,7 +71,7 @@ def test_model_optimizer_and_trainer_follow_the_dataset() -> None:
     gaussian, mnist = compose_config([]), compose_config(["dataset=mnist"])
     assert isinstance(gaussian.dataset, GaussianConfig)
     assert isinstance(mnist.dataset, MnistConfig)
-    assert gaussian.model.noise == "uniform" and gaussian.trainer.steps == 2000
+    assert gaussian.model.noise == "normal" and gaussian.trainer.steps == 2000
     assert mnist.model.g.out_activation == "tanh" and mnist.trainer.epochs == 20
     assert gaussian.loss.r1_gamma == 10.0 and mnist.loss.r1_gamma == 0.0
     assert (mnist.dataset.root, mnist.dataset.split, mnist.dataset.download) == (

@@ -92,7 +92,7 @@ def test_intervals_are_still_checked_for_range() -> None:
 
 # --- resumes that never harm a run ------------------------------------------------------------
 REFUSED_RESUMES = [
-    (["model.latent_dim=8"], 1, "model.latent_dim (4 -> 8)"),
+    (["model.latent_dim=8"], 1, "model.latent_dim (16 -> 8)"),
     (["dataset.mean=5"], 1, "dataset.mean (4.0 -> 5.0)"),
     (["optimizer.d.name=sgd"], 1, "optimizer.d.name (adam -> sgd)"),
     (["optimizer.g.lr=abc"], 2, "optimizer.g.lr"),
