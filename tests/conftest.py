@@ -69,6 +69,64 @@ def write_tiny_mnist(
     return root
 
 
+def write_image_folder(folder: Path, num: int = 4, size: int = 64) -> Path:
+    """A few random RGB pictures as PNG files: a folder `dataset=images` reads."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(num):
+        pixels = np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    return folder
+
+
+STAND_IN = "gantool-test-stand-in"  # the stand-in network's name in torch-fidelity's registry
+
+
+@pytest.fixture(scope="session")
+def stand_in_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised network registered with torch-fidelity in Inception's place
+    (image -> 8x8 average -> linear -> 16 features), and its weights file: the real FID and
+    KID code of torch-fidelity runs on its features."""
+    registry = pytest.importorskip(
+        "torch_fidelity.registry", reason="torch-fidelity is not installed (gantool[fid])"
+    )
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    class StandIn(FeatureExtractorBase):
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            self.linear = torch.nn.Linear(3 * 8 * 8, 16)
+            state = torch.load(feature_extractor_weights_path, weights_only=True)
+            self.load_state_dict(state)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+            pooled = torch.nn.functional.adaptive_avg_pool2d(
+                x.float() / 127.5 - 1, 8
+            )  # (B, 3, 8, 8)
+            return (torch.tanh(self.linear(pooled.flatten(1))),)
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("16",)
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return "16"
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+    if STAND_IN not in registry.FEATURE_EXTRACTORS_REGISTRY:
+        registry.register_feature_extractor(STAND_IN, StandIn)
+    g = torch.Generator().manual_seed(0)
+    weights = tmp_path_factory.mktemp("stand_in") / "stand_in.pth"
+    state = {"linear.weight": torch.randn(16, 192, generator=g) / 4, "linear.bias": torch.zeros(16)}
+    torch.save(state, weights)
+    return weights
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory: pytest.TempPathFactory):
     """The LeNet cache of the whole session, in a temporary folder: tests never write to ~."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, compose_config
+from conftest import FAST, compose_config, write_image_folder
 from gantool.config.compose import config_dir, to_dict
 from gantool.config.datasets import GaussianConfig, MnistConfig
 from gantool.core.errors import ConfigError
@@ -28,6 +28,10 @@ def dataset_for(group: str, name: str) -> list[str]:
     needs = [f"dataset={name}"] if group == "trainer" else []
     if name == "vectors" and group in ("dataset", "trainer"):
         needs.append("dataset.path=VECTORS_FILE")
+    if name == "images" and group in ("dataset", "trainer", "model"):
+        needs += ["dataset=images", "dataset.path=IMAGES_FOLDER"]
+    if (group, name) in (("model", "dcgan"), ("experiment", "dcgan")):  # DCGAN takes images
+        needs += ["dataset=images", "dataset.path=IMAGES_FOLDER"]
     return needs
 
 
@@ -38,7 +42,7 @@ def dataset_for(group: str, name: str) -> list[str]:
         for group in ("dataset", "model", "optimizer", "trainer", "loss")
         for name in options(group)
     ]
-    + [[f"experiment={name}"] for name in options("experiment")]
+    + [[f"experiment={name}", *dataset_for("experiment", name)] for name in options("experiment")]
     + [
         [f"variant={name}", *extra]
         for name in options("variant")
@@ -50,7 +54,11 @@ def dataset_for(group: str, name: str) -> list[str]:
 def test_every_option_composes_and_builds(overrides: list[str], tmp_path) -> None:
     vectors = tmp_path / "vectors.csv"
     np.savetxt(vectors, np.random.default_rng(0).normal(size=(8, 3)), delimiter=",")
-    cfg = compose_config([o.replace("VECTORS_FILE", str(vectors)) for o in overrides])
+    folder = str(write_image_folder(tmp_path / "images", size=32))
+    paths = {"VECTORS_FILE": str(vectors), "IMAGES_FOLDER": folder}
+    for name, path in paths.items():
+        overrides = [o.replace(name, path) for o in overrides]
+    cfg = compose_config(overrides)
     gan = GAN.build(
         cfg.model,
         cfg.optimizer,
@@ -160,9 +168,11 @@ def test_mnist_split_must_be_train_or_test() -> None:
         compose_config(["dataset=mnist", "dataset.split=val"])
 
 
-def test_fast_overrides_shrink_every_preset() -> None:
+def test_fast_overrides_shrink_every_preset(tmp_path) -> None:
+    folder = write_image_folder(tmp_path)
     for name in options("experiment"):
-        cfg = compose_config([f"experiment={name}", *FAST])
+        data = [f"dataset.path={folder}"] if name == "dcgan" else []
+        cfg = compose_config([f"experiment={name}", *FAST, *data])
         assert cfg.trainer.steps == 6
 
 
@@ -172,13 +182,20 @@ PINNED = {
     "model.d": ["hidden", "activation", "batch_norm", "dropout", "features"],
     "trainer": ["batch_size", "d_steps", "g_steps"],
 }
+PINNED_DCGAN = {  # convolutional nets: their widths, not an MLP's layers
+    **PINNED,
+    "model": ["arch", "latent_dim", "noise"],
+    "model.g": ["channels", "batch_norm"],
+    "model.d": ["channels", "batch_norm", "negative_slope", "features"],
+}
 
 
 @pytest.mark.parametrize("name", options("experiment"))
 def test_presets_pin_every_setting_that_shapes_training(name: str) -> None:
     # A preset must not change when a dataset's default config does.
     preset = OmegaConf.load(CONFIGS / "experiment" / f"{name}.yaml")
-    for section, keys in PINNED.items():
+    pinned = PINNED_DCGAN if preset.model.get("arch") == "dcgan" else PINNED
+    for section, keys in pinned.items():
         node = OmegaConf.select(preset, section)
         missing = [k for k in keys if node is None or k not in node]
         assert not missing, f"{name} leaves {section}.{missing} to the dataset default"

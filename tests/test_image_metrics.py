@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import STAND_IN
 from gantool.core.errors import GantoolError
 from gantool.nn import fidelity, swd
 from gantool.nn.metrics import wasserstein1_per_feature
-
-STAND_IN = "gantool-test-stand-in"  # the stand-in network's name in torch-fidelity's registry
 
 
 @pytest.fixture(autouse=True)
@@ -124,48 +123,6 @@ def test_laplacian_pyramid_adds_back_up_to_the_image():
 # --- FID and KID through torch-fidelity ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def stand_in_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny randomly initialised network registered with torch-fidelity in Inception's place
-    (image -> 8x8 average -> linear -> 16 features), and its weights file: the real FID and
-    KID code of torch-fidelity runs on its features."""
-    registry = pytest.importorskip(
-        "torch_fidelity.registry", reason="torch-fidelity is not installed (gantool[fid])"
-    )
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-
-    class StandIn(FeatureExtractorBase):
-        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-            super().__init__(name, features_list)
-            self.linear = torch.nn.Linear(3 * 8 * 8, 16)
-            state = torch.load(feature_extractor_weights_path, weights_only=True)
-            self.load_state_dict(state)
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-            pooled = F.adaptive_avg_pool2d(x.float() / 127.5 - 1, 8)  # (B, 3, 8, 8)
-            return (torch.tanh(self.linear(pooled.flatten(1))),)
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("16",)
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return "16"
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-    if STAND_IN not in registry.FEATURE_EXTRACTORS_REGISTRY:
-        registry.register_feature_extractor(STAND_IN, StandIn)
-    g = torch.Generator().manual_seed(0)
-    weights = tmp_path_factory.mktemp("stand_in") / "stand_in.pth"
-    state = {"linear.weight": torch.randn(16, 192, generator=g) / 4, "linear.bias": torch.zeros(16)}
-    torch.save(state, weights)
-    return weights
-
-
 def as_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1) * 127.5).round().to(torch.uint8)
 
@@ -179,7 +136,9 @@ def test_fid_kid_are_zero_for_one_set_and_larger_for_another(stand_in_weights: P
     halves = fidelity.fid_kid(first, second, stand_in_weights, STAND_IN, cuda=False)
     other = fidelity.fid_kid(first, fake, stand_in_weights, STAND_IN, cuda=False)
     assert torch.equal(torch.get_rng_state(), state)
-    assert set(same) == {"fid", "kid", "kid_std", "kid_subset_size"}
+    assert set(same) == {"fid", "kid", "kid_std", "kid_subset_size", "precision", "recall"}
+    # A set against itself: every image lies in the other's manifold.
+    assert same["precision"] == same["recall"] == 1.0
     assert same["kid_subset_size"] == 50  # 50 images: subsets of all of them, not of 1000
     assert abs(same["fid"]) < 1e-6
     # KID's unbiased estimate pairs each image with itself across the sets: slightly negative.

@@ -7,6 +7,7 @@ one line and nothing written; the record in the config makes resume refuse a cha
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from conftest import (
     FAST,
+    STAND_IN,
     compose_config,
     digest,
     equal_state,
@@ -27,7 +29,7 @@ from conftest import (
 from gantool.app.job import train
 from gantool.core.errors import ConfigError, GantoolError
 from gantool.datasets import images as images_module
-from gantool.datasets.images import decode_file
+from gantool.datasets.images import decode_file, metric_key
 from gantool.datasets.mnist import read_split
 from gantool.training.checkpointer import latest_checkpoint
 from gantool.training.codec import load as load_checkpoint
@@ -143,7 +145,7 @@ def test_unusual_encodings_decode_to_the_pixels_they_show(tmp_path: Path) -> Non
         if expected is not None:
             assert torch.equal(decoded, torch.from_numpy(expected).permute(2, 0, 1)), name
         if name == "palette.png":  # the palette's colours, not its indices
-            want = np.asarray(image.convert("RGB"))
+            want = np.array(image.convert("RGB"))
             assert torch.equal(decoded, torch.from_numpy(want).permute(2, 0, 1))
 
 
@@ -203,3 +205,39 @@ def test_dcgan_fits_28_32_and_64_px_and_refuses_widths_that_do_not() -> None:
         nets.check(model, (1, 28, 28))
     with pytest.raises(ConfigError, match="square images"):
         nets.check(ModelConfig(arch="dcgan"), (1, 28, 30))
+
+
+def test_eval_scores_swd_and_with_inception_weights_fid_kid_precision_recall(
+    digits, tmp_path: Path, stand_in_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`gantool eval RUN --inception-weights FILE` puts FID, KID, precision and recall beside
+    SWD, each with its real floor and noise point; without the file, SWD alone. torch-fidelity's
+    real code runs, on a stand-in network in Inception's place (no real weights here)."""
+    import functools
+
+    _, folder = digits
+    overrides = images_overrides(
+        folder, *TINY_DCGAN, "trainer.steps=2", "trainer.eval_at_end=false"
+    )
+    run = tmp_path / "run"
+    train(compose_config(overrides), run)
+
+    assert run_main("eval", run, "--num", "20") == 0
+    plain = json.loads((run / "eval.json").read_text())["eval"]
+    assert {"eval/swd", "eval/swd_real_floor", "eval/swd_noise"} <= plain.keys()
+    assert "eval/fid" not in plain
+    assert plain["eval/swd_real_floor"] < plain["eval/swd_noise"]
+
+    stand_in = functools.partial(images_module.fid_kid, feature_extractor=STAND_IN, cuda=False)
+    monkeypatch.setattr(images_module, "fid_kid", stand_in)
+    code = run_main("eval", run, "--num", "20", "--inception-weights", stand_in_weights)
+    assert code == 0, capsys.readouterr().err
+    scored = json.loads((run / "eval.json").read_text())["eval"]
+    for key in ("fid", "kid", "precision", "recall"):
+        assert {f"eval/{key}", metric_key(key, "floor"), metric_key(key, "noise")} <= scored.keys()
+    assert scored["eval/fid_real_floor"] < scored["eval/fid_noise"]
+    assert scored["eval/precision_real"] > scored["eval/precision_noise"]
+    assert scored["eval/swd"] == plain["eval/swd"]  # the same seed: the same samples
+
+    code = run_main("eval", run, "--inception-weights", tmp_path / "missing.pth")
+    assert code != 0 and "no such file" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from torch import nn
 
 import gantool.config.compose
 import gantool.training.step
-from conftest import compose_config
+from conftest import compose_config, write_image_folder
 from gantool.app.bench import BenchOptions, print_fidelity, run_bench
 from gantool.app.reference import fidelity, gan50, gantool_preset, is_near
 from gantool.config.compose import flatten, to_dict
@@ -256,14 +256,7 @@ def data_args(dataset: str) -> list[str]:
     if not _folder:
         import tempfile
 
-        import numpy as np
-        from PIL import Image
-
-        folder = Path(tempfile.mkdtemp(prefix="gantool-presets-"))
-        for i in range(4):
-            pixels = np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-        _folder.append(folder)
+        _folder.append(write_image_folder(Path(tempfile.mkdtemp(prefix="gantool-presets-"))))
     return [f"dataset.path={_folder[0]}"]
 
 

@@ -262,15 +262,25 @@ def evaluate(args: list[str]) -> None:
         "gantool eval",
         "Score a trained generator (its EMA when the run kept one): moments, KS and W1 for the "
         "Gaussian; FLD, precision, recall and class coverage for MNIST, beside real images and "
-        "uniform noise; for vectors, Fréchet distance, per-feature KS and W1, precision and "
-        "recall beside real rows. Prints a table and writes RUN_DIR/eval.json (see --out).",
+        "uniform noise; for image folders, SWD (and FID, KID, precision and recall given "
+        "Inception weights) beside the same; for vectors, Fréchet distance, per-feature KS and "
+        "W1, precision and recall beside real rows. Prints a table and writes "
+        "RUN_DIR/eval.json (see --out).",
         "generated samples to score (default: trainer.num_eval_samples)",
     )
     parser.add_argument(
         "--data-root",
         help="MNIST: the folder holding MNIST/raw to score against (default: the run's "
         "dataset.root, a relative one taken from the folder the run was started in); vectors: "
-        "the folder holding the data file (default: where the run's dataset.path points)",
+        "the folder holding the data file (default: where the run's dataset.path points); "
+        "images: the folder of images (default: the run's dataset.path)",
+    )
+    parser.add_argument(
+        "--inception-weights",
+        metavar="FILE",
+        help="image folders: torch-fidelity's Inception weights, for FID, KID, precision and "
+        "recall (default: the run's eval.inception_weights, else torch-fidelity's cached "
+        "copy; nothing is downloaded)",
     )
     parser.add_argument(
         "--out",
@@ -281,7 +291,15 @@ def evaluate(args: list[str]) -> None:
     opts = _parse_generator_args(parser, args)
     from gantool.app.evaluate import command  # torch: only once the arguments are good
 
-    command(opts.path, opts.num, opts.seed, opts.device, opts.data_root, opts.out)
+    command(
+        opts.path,
+        opts.num,
+        opts.seed,
+        opts.device,
+        opts.data_root,
+        opts.out,
+        inception_weights=opts.inception_weights,
+    )
 
 
 def bench(args: list[str]) -> None:

@@ -25,9 +25,12 @@ def command(
     device_name: str,
     data_root: str | None,
     out: Path | None,
+    inception_weights: str | None = None,
 ) -> None:
     """`gantool eval`: score, print the table, and say what was written."""
-    trained, results, written = evaluate_checkpoint(path, num, seed, device_name, data_root, out)
+    trained, results, written = evaluate_checkpoint(
+        path, num, seed, device_name, data_root, out, inception_weights
+    )
     show = {"highlight": False, "soft_wrap": True, "markup": False}
     console.print(f"{trained.checkpoint} (step {trained.step})", **show)
     ds = trained.config.dataset
@@ -42,6 +45,7 @@ def evaluate_checkpoint(
     device_name: str,
     data_root: str | None = None,
     out: Path | None = None,
+    inception_weights: str | None = None,
 ) -> tuple[Trained, dict, Path]:
     """`gantool eval`: score a checkpoint's generator and write the results as JSON.
 
@@ -58,6 +62,8 @@ def evaluate_checkpoint(
     trained = load_generator(path, device_name)
     cfg = trained.config
     cfg.dataset = family(cfg.dataset).for_evaluation(cfg.dataset, trained.started_in, data_root)
+    if inception_weights is not None:  # image folders' FID and KID (gantool.nn.fidelity)
+        cfg.eval.inception_weights = inception_weights
     if out is None:
         run_dir = trained.run_dir
         out = run_dir / "eval.json" if run_dir else trained.beside_checkpoint("eval.json")

@@ -43,6 +43,10 @@ METRICS: dict[str, Metric] = {
     "eval/conditional_accuracy": Metric(
         "classified as asked ↑", "higher", floor="eval/classifier_accuracy"
     ),
+    # any image set (the user's folders): no pretrained network, or torch-fidelity's Inception
+    "eval/swd": Metric("SWD x 1e3 ↓", floor="eval/swd_real_floor", noise="eval/swd_noise"),
+    "eval/fid": Metric("FID ↓", floor="eval/fid_real_floor", noise="eval/fid_noise"),
+    "eval/kid": Metric("KID ↓", floor="eval/kid_real_floor", noise="eval/kid_noise"),
     # Gaussian mixtures (PacGAN's mode metrics)
     "eval/modes": Metric("modes captured ↑", "higher"),
     "eval/high_quality_percent": Metric("% high quality ↑", "higher"),
@@ -61,6 +65,12 @@ METRICS: dict[str, Metric] = {
     "eval/recall_real": Metric("recall, real", "higher", score=False),
     "eval/precision_noise": Metric("precision, noise", "higher", score=False),
     "eval/recall_noise": Metric("recall, noise", "higher", score=False),
+    "eval/swd_real_floor": Metric("SWD, real against real", score=False),
+    "eval/swd_noise": Metric("SWD, noise", score=False),
+    "eval/fid_real_floor": Metric("FID, real against real", score=False),
+    "eval/fid_noise": Metric("FID, noise", score=False),
+    "eval/kid_real_floor": Metric("KID, real against real", score=False),
+    "eval/kid_noise": Metric("KID, noise", score=False),
     "eval/fd_real_floor": Metric("Fréchet distance, real against real", score=False),
     "eval/ks_mean_real_floor": Metric("KS mean, real against real", score=False),
     "eval/ks_max_real_floor": Metric("KS max, real against real", score=False),

@@ -205,6 +205,15 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalConfig:
+    # FID, KID, precision and recall of image sets through torch-fidelity (gantool.nn.fidelity):
+    # the path of its Inception weights file; null: torch-fidelity's cached copy when it is
+    # there, else these four are skipped with a line saying how to provide the file. Nothing
+    # is ever downloaded.
+    inception_weights: str | None = None
+
+
+@dataclass
 class Config:
     dataset: Any = MISSING  # a schema of config/datasets.py, chosen by the `dataset` group
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -213,6 +222,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def run_length(trainer: TrainerConfig, batches_per_epoch: int | None) -> int:

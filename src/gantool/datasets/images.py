@@ -15,6 +15,7 @@ pixels changed: the same pixels give the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -36,9 +37,12 @@ from gantool.core.files import atomic_write
 from gantool.datasets import floor
 from gantool.datasets.epochs import Epochs
 from gantool.datasets.family import Family
+from gantool.nn.fidelity import fid_kid, find_weights
 from gantool.nn.lenet import cache_dir
 from gantool.nn.mlp import generate, seeded_latent, split_classes, with_classes
+from gantool.nn.swd import sliced_wasserstein
 from gantool.plots.samples import digit_grid
+from gantool.runtime.device import free_memory
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +151,11 @@ def decode_file(path: Path) -> torch.Tensor:
     """One file as uint8 RGB (3, H, W): palettes expanded, CMYK converted, alpha dropped (the
     colour channels as stored), 16-bit scaled to 8. GantoolError naming the file if it cannot
     be decoded."""
-    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.io import ImageReadMode, decode_image  # slow to import: decoding only
 
     try:
         if path.suffix.lower() == ".bmp":  # torchvision has no BMP decoder
-            from PIL import Image
+            from PIL import Image  # BMP files only
 
             with Image.open(path) as im:
                 return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
@@ -181,7 +185,7 @@ def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
 def fit(image: torch.Tensor, size: int) -> torch.Tensor:
     """(C, H, W) resized (antialiased) so its shorter side is `size`, centre-cropped square.
     An image already size x size is kept as it is, pixel for pixel."""
-    from torchvision.transforms.v2 import functional as F
+    from torchvision.transforms.v2 import functional as F  # slow to import: decoding only
 
     if image.shape[1:] == (size, size):
         return image
@@ -232,8 +236,6 @@ def decode(listing: Listing, ds: ImagesConfig) -> Decoded:
 
 def check_memory(listing: Listing, ds: ImagesConfig) -> None:
     """A folder whose decoded images cannot fit in memory: one line with the size it needs."""
-    from gantool.runtime.device import free_memory
-
     channels = 1 if ds.channels == 1 else 3
     needed = len(listing.files) * channels * ds.resolution**2 * 2  # the images, and stacking
     free = free_memory(torch.device("cpu"))
@@ -374,8 +376,6 @@ class ImageFolder(Family):
     def for_evaluation(self, ds: ImagesConfig, started_in, data_root) -> ImagesConfig:
         """The run's dataset with its folder found: relative to where the run started, or
         --data-root (the folder itself) instead."""
-        import dataclasses
-
         if data_root is not None:
             path = os.path.abspath(data_root)
         else:
@@ -409,33 +409,62 @@ class ImageFolder(Family):
 
 def evaluate(cfg: Config, generator: nn.Module, device, num: int, seed: int, data: Decoded) -> dict:
     """The sliced Wasserstein distance of generated images to a real half, beside the other
-    real half's (the floor) and uniform noise's; FID and KID as well when the Inception
-    weights are at hand (eval.inception_weights)."""
-    from gantool.nn.swd import sliced_wasserstein
-
+    real half's (the floor) and uniform noise's; FID, KID, precision and recall as well when
+    torch-fidelity's Inception weights are at hand (eval.inception_weights)."""
     shape = tuple(data.images.shape[1:])
     real = to_model_range(data.images)
     sets = floor.split(real, num, seed, f"the {len(real)} images", "images", noise=True)
     z = seeded_latent(sets.n, cfg.model, device, seed)
     fake = generate(generator, z).float().cpu()
     floor.check_finite(fake)
-
-    def swd(rows: torch.Tensor) -> float:
-        images = rows.reshape(-1, *shape)
-        return sliced_wasserstein(sets.reference.reshape(-1, *shape), images, seed=seed)["swd"]
-
-    result = {
-        "eval/num_samples": sets.n,
-        "eval/swd": swd(fake),
-        "eval/swd_real_floor": swd(sets.floor),
-        "eval/swd_noise": swd(sets.noise),
-    }
+    images = {"fake": fake, "floor": sets.floor, "noise": sets.noise}
+    images = {name: rows.reshape(-1, *shape) for name, rows in images.items()}
+    reference = sets.reference.reshape(-1, *shape)
+    result: dict = {"eval/num_samples": sets.n}
+    for name, batch in images.items():
+        swd = sliced_wasserstein(reference, batch, seed=seed)["swd"]
+        result[metric_key("swd", name)] = swd
+    weights = inception_weights(cfg.eval.inception_weights)
+    if weights is not None:
+        for name, batch in images.items():
+            scores = fid_kid(to_uint8(reference), to_uint8(batch), weights, seed=seed)
+            for key in ("fid", "kid", "precision", "recall"):
+                result[metric_key(key, name)] = scores[key]
     if cfg.model.conditional:
+        drawn = split_classes(z)[1].bincount(minlength=len(data.classes))
         result["eval/class_names"] = list(data.classes)
-        result["eval/classes_drawn"] = (
-            split_classes(z)[1].bincount(minlength=len(data.classes)).tolist()
-        )
+        result["eval/classes_drawn"] = drawn.tolist()
     return result
+
+
+def metric_key(metric: str, images: str) -> str:
+    """The eval key of a metric for generated images, the real floor or noise, named as
+    config.metrics names them (precision_real, as the MNIST family's; fid_real_floor)."""
+    if images == "fake":
+        return f"eval/{metric}"
+    if images == "noise":
+        return f"eval/{metric}_noise"
+    return (
+        f"eval/{metric}_real" if metric in ("precision", "recall") else f"eval/{metric}_real_floor"
+    )
+
+
+def inception_weights(path: str | None) -> Path | None:
+    """The Inception weights to score with: eval.inception_weights (an error when it is
+    not there), else torch-fidelity's cached file when present, else None with a line
+    saying how to provide it."""
+    try:
+        return find_weights(path)
+    except GantoolError as e:
+        if path is not None:
+            raise
+        log.info("FID, KID, precision and recall not computed: %s", e)
+        return None
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as uint8, rounded to the nearest of the 256 levels."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 IMAGES = ImageFolder()

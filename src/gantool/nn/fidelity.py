@@ -1,4 +1,4 @@
-"""FID and KID of image sets through the torch-fidelity package, offline.
+"""FID, KID, precision and recall of image sets through the torch-fidelity package, offline.
 
 torch-fidelity (Obukhov et al.) reproduces the reference TensorFlow FID and KID numbers with a
 port of the TF Inception-v3 ("inception-v3-compat"). Its weights are a 91 MB file that
@@ -139,7 +139,9 @@ def fid_kid(
     subsets are sized by kid_subset_size; `seed` draws them. On CUDA when available unless
     `cuda` says otherwise; torch's global random state is left as it was.
 
-    Returns {"fid", "kid", "kid_std", "kid_subset_size"}.
+    Precision and recall (Kynkäänniemi et al. 2019, k = 3) come from the same features.
+
+    Returns {"fid", "kid", "kid_std", "kid_subset_size", "precision", "recall"}.
     """
     _check_images("real", real)
     _check_images("fake", fake)
@@ -153,6 +155,7 @@ def fid_kid(
                 input2=_ImageSet(fake.cpu()),
                 fid=True,
                 kid=True,
+                prc=True,  # in the same network's features (its default layer for PRC)
                 feature_extractor=feature_extractor,
                 feature_extractor_weights_path=str(weights),
                 kid_subset_size=subset_size,
@@ -170,4 +173,6 @@ def fid_kid(
         "kid": float(metrics[fidelity.KEY_METRIC_KID_MEAN]),
         "kid_std": float(metrics[fidelity.KEY_METRIC_KID_STD]),
         "kid_subset_size": float(subset_size),
+        "precision": float(metrics[fidelity.KEY_METRIC_PRECISION]),
+        "recall": float(metrics[fidelity.KEY_METRIC_RECALL]),
     }
