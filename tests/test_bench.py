@@ -50,8 +50,10 @@ def test_a_shrunk_bench_writes_its_figures(tmp_path: Path, capsys) -> None:
         batch_sizes=(16,),
         gaussian_seeds=0,
         startup=False,
+        dcgan_steps=0,  # its row: test_the_dcgan_row_races_the_textbook_loop (slow)
     )
     results = run_bench(opts, report=lambda line: None)
+    assert "dcgan" not in results
     assert json.loads((tmp_path / "bench" / "bench.json").read_text()) == results
     assert results["mnist_data"].startswith("random images")
     assert results["matmul_fp32_flops_per_s"]["median"] > 1e8
@@ -86,3 +88,16 @@ def test_a_figure_is_its_rounds_median_and_says_when_they_disagree(capsys) -> No
     print_bench(results)
     out = " ".join(capsys.readouterr().out.split())
     assert "the rounds of batch 64 spread more than 20%" in out and "Do not quote them" in out
+
+
+@pytest.mark.slow
+def test_the_dcgan_row_races_the_textbook_loop(tmp_path: Path, capsys) -> None:
+    """DCGAN's row: gantool's step and pytorch/examples' loop on the same nets, in turn."""
+    opts = BenchOptions(out=tmp_path, device="cpu", mnist_root=str(tmp_path), dcgan_steps=5)
+    from gantool.app.bench import dcgan_row, mnist_root
+
+    root, _ = mnist_root(opts.mnist_root, tmp_path / "random")
+    row = dcgan_row(root, opts, torch.device("cpu"), report=print)
+    assert len(row["images_per_s"]["rounds"]) == ROUNDS
+    assert row["images_per_s"]["median"] > 0 and row["textbook_images_per_s"]["median"] > 0
+    assert "DCGAN 28 px batch 64" in capsys.readouterr().out

@@ -43,7 +43,8 @@ from gantool.core.console import console
 from gantool.core.errors import GantoolError
 from gantool.core.files import why_not_written, write_json
 from gantool.datasets.mnist import file_names, load_mnist, raw_folder, split_present, write_idx
-from gantool.datasets.registry import load_config, training_stream
+from gantool.datasets.registry import family, load_config, training_stream
+from gantool.nn.dcgan import DCGANDiscriminator, DCGANGenerator
 from gantool.nn.losses import BCE
 from gantool.nn.mlp import Discriminator, Generator, sample_latent
 from gantool.runtime.device import resolve_device
@@ -79,6 +80,7 @@ class BenchOptions:
     startup: bool = True
     fidelity_seeds: int = 0  # seeds of the 50-line fidelity check; 0 skips it
     fidelity_iterations: int = 5000
+    dcgan_steps: int = 30  # timed DCGAN steps (batch 64, 28 px); 0 skips the row
 
 
 # --- FLOPs ----------------------------------------------------------------------------------
@@ -240,7 +242,8 @@ def fresh(cfg: Config, device: torch.device) -> tuple[GAN, object]:
     """A new GAN and training stream for cfg, seeded 0."""
     torch.manual_seed(0)
     data = training_stream(cfg, device, seed=0)
-    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, (data.data_dim,), device)
+    shape = family(cfg.dataset).sample_shape(cfg.dataset)
+    gan = GAN.build(cfg.model, cfg.optimizer, cfg.trainer.ema_decay, shape, device)
     return gan, data
 
 
@@ -292,6 +295,85 @@ def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
         g_opt.zero_grad()
         g_loss.backward()
         g_opt.step()
+
+    return step
+
+
+# --- DCGAN ---------------------------------------------------------------------------------------
+DCGAN_BATCH = 64  # pytorch/examples' batchSize
+
+
+def dcgan_row(root: str, opts: BenchOptions, device: torch.device, report: Callable) -> dict:
+    """DCGAN on MNIST's 28 px images (model=dcgan: widths [128, 64] and [64, 128], batch 64):
+    gantool's step, with reuse_fake as experiment=dcgan, beside the textbook loop of
+    pytorch/examples' dcgan/main.py on the same networks and batch, in turn."""
+    overrides = [f"dataset.root={root}", "dataset.split=test", "dataset.download=false"]
+    overrides += ["dataset=mnist", "model=dcgan", f"trainer.batch_size={DCGAN_BATCH}"]
+    cfg = load_config([*overrides, "trainer.reuse_fake=true", f"device={opts.device}"])
+    gan, data = fresh(cfg, device)
+    step = GANStep(gan, StepSettings.of(cfg), device)  # no FLOP count: it counts Linear layers
+    loops = {"gantool": lambda: step(data), "textbook": dcgan_textbook_loop(cfg, device)}
+    timed = dataclasses.replace(opts, steps=opts.dcgan_steps, warmup=min(opts.warmup, 3))
+    speed, _ = race(loops, device, timed)
+    pairs = list(zip(speed["gantool"], speed["textbook"], strict=True))
+    row = {
+        "batch_size": DCGAN_BATCH,
+        "images_per_s": figure([s * DCGAN_BATCH for s in speed["gantool"]]),
+        "textbook_images_per_s": figure([t * DCGAN_BATCH for t in speed["textbook"]]),
+        "speedup_vs_textbook": figure([s / t for s, t in pairs]),
+    }
+    report(
+        f"DCGAN 28 px batch {DCGAN_BATCH}: {row['images_per_s']['median']:,.0f} images/s, "
+        f"{row['speedup_vs_textbook']['median']:.2f}x the textbook loop"
+    )
+    return row
+
+
+def dcgan_textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
+    """pytorch/examples' dcgan/main.py iteration, on MNIST through a per-image Dataset
+    (PIL, ToTensor, Normalize) and a DataLoader without workers: D on the real batch and on
+    fresh fakes (two backward passes), then G through D's judgement of the same fakes, with
+    Sigmoid and BCELoss; the same networks (gantool's DCGAN modules) and Adam settings."""
+    from torchvision import transforms  # 3 s to import; only this loop uses it
+
+    images, labels = load_mnist(cfg.dataset)
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+
+    class PerImage(Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, i: int):
+            return to_tensor(Image.fromarray(images[i].numpy(), mode="L")), int(labels[i])
+
+    torch.manual_seed(0)
+    shape = (1, 28, 28)
+    netG, netD = DCGANGenerator(cfg.model, shape).to(device), DCGANDiscriminator(cfg.model, shape)
+    netD = netD.to(device)
+    opt = cfg.optimizer
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=opt.d.lr, betas=tuple(opt.d.betas))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=opt.g.lr, betas=tuple(opt.g.betas))
+    criterion = nn.BCELoss()
+    loader = DataLoader(PerImage(), batch_size=DCGAN_BATCH, shuffle=True, drop_last=True)
+    batches = iter(())
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            real, _ = next(batches)
+        except StopIteration:  # a new epoch
+            batches = iter(loader)
+            real, _ = next(batches)
+        real = real.to(device).flatten(1)
+        ones = torch.ones(DCGAN_BATCH, device=device)
+        netD.zero_grad()
+        criterion(torch.sigmoid(netD(real)).view(-1), ones).backward()
+        fake = netG(torch.randn(DCGAN_BATCH, cfg.model.latent_dim, device=device))
+        criterion(torch.sigmoid(netD(fake.detach())).view(-1), ones * 0).backward()
+        optimizerD.step()
+        netG.zero_grad()
+        criterion(torch.sigmoid(netD(fake)).view(-1), ones).backward()
+        optimizerG.step()
 
     return step
 
@@ -399,6 +481,8 @@ def run_bench(opts: BenchOptions, report: Callable[[str], None] = print) -> dict
     results["matmul_fp32_flops_per_s"] = figure(rates)
     rate = results["matmul_fp32_flops_per_s"]["median"]
     results["graph"] = graph_rows(root, opts, device, rate, report)
+    if opts.dcgan_steps > 0:
+        results["dcgan"] = dcgan_row(root, opts, device, report)
     shutil.rmtree(scratch, ignore_errors=True)
     write_json(opts.out / "bench.json", results)
 
@@ -535,6 +619,14 @@ def print_bench(results: dict) -> None:
             f"[yellow]warning:[/] the rounds of {', '.join(unsure) or 'the matmul rate'} spread "
             f"more than {SPREAD_TO_QUOTE:.0%}: the machine's speed changed while they ran "
             "(other work?). Do not quote them; measure again on a quiet machine."
+        )
+    if results.get("dcgan"):
+        d = results["dcgan"]
+        console.print(
+            f"DCGAN, 28 px MNIST, batch {d['batch_size']}: gantool "
+            f"{_figure(d['images_per_s'])} images/s, pytorch/examples' loop "
+            f"{_figure(d['textbook_images_per_s'])} images/s: "
+            f"{_figure(d['speedup_vs_textbook'], digits=2)}x"
         )
     if results.get("graph"):
         _print_graph(results["graph"])

@@ -43,7 +43,10 @@ commands:
                                draw samples from a trained generator
   eval    CHECKPOINT_OR_RUN_DIR [--num N]
                                score a trained generator; writes RUN_DIR/eval.json
-  report  SWEEP_DIR [--sort METRIC]
+  export  CHECKPOINT_OR_RUN_DIR --format onnx|pt2 --out FILE
+                               the generator as an ONNX or torch.export file, for use
+                               without gantool
+  report  SWEEP_DIR [--sort METRIC] [--html]
                                one row per job of a sweep; also writes SWEEP_DIR/report.csv
   bench   [--out DIR]          measure training speed on this machine; writes bench.json
 
@@ -251,10 +254,16 @@ def report(args: list[str]) -> None:
         "precision, recall, num_classes_covered and classifier_accuracy; nearest the target "
         "for mean, std, skewness and excess_kurtosis; default: job order)",
     )
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help="also write SWEEP_DIR/report.html: one self-contained page with the table and a "
+        "card per job (its samples, curves, numbers beside their floors), best objective first",
+    )
     opts = parser.parse_args(args)
     from gantool.app.report import report as report_sweep  # JSON and YAML only: no torch
 
-    report_sweep(opts.sweep_dir, opts.sort)
+    report_sweep(opts.sweep_dir, opts.sort, opts.html)
 
 
 def evaluate(args: list[str]) -> None:
@@ -302,6 +311,42 @@ def evaluate(args: list[str]) -> None:
     )
 
 
+def export(args: list[str]) -> None:
+    parser = _OneLineParser(
+        prog="gantool export",
+        description="Write a trained generator (its EMA when the run kept one) as a file that "
+        "runs without gantool: latents (B, latent_dim), and class indices (B,) int64 for a "
+        "conditional generator, in; samples in the data's units out (images (B, C, H, W) in "
+        "[0, 1]). A metadata record goes beside it as FILE.json (and inside the file).",
+    )
+    parser.add_argument(
+        "path", help="a checkpoint file, or a run folder (its newest checkpoint that loads)"
+    )
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help="the run folder's best checkpoint (checkpoints/best.pt) instead of its newest",
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "pt2"),
+        help="onnx: for ONNX Runtime (needs pip install 'gantool[export]'); pt2: for "
+        "torch.export.load",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the file to write: .onnx or .pt2, as --format"
+    )
+    opts = parser.parse_args(args)
+    if opts.best:
+        from gantool.training.run_folder import best_checkpoint  # no torch
+
+        opts.path = str(best_checkpoint(opts.path))
+    from gantool.app.export import command  # torch: only once the arguments are good
+
+    command(opts.path, opts.format, opts.out)
+
+
 def bench(args: list[str]) -> None:
     parser = _OneLineParser(
         prog="gantool bench",
@@ -322,6 +367,13 @@ def bench(args: list[str]) -> None:
     parser.add_argument(
         "--gaussian-seeds", type=int, default=5, help="Gaussian runs, 0 skips them (default 5)"
     )
+    parser.add_argument(
+        "--dcgan-steps",
+        type=int,
+        default=30,
+        help="timed DCGAN steps on 28 px images beside pytorch/examples' loop, 0 skips them "
+        "(default 30)",
+    )
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
     parser.add_argument(
         "--fidelity-seeds",
@@ -332,8 +384,10 @@ def bench(args: list[str]) -> None:
         "minutes per run) and count how many end near N(4, 1.25²); 0 skips it (default 0)",
     )
     opts = parser.parse_args(args)
-    if opts.steps < 1 or opts.gaussian_seeds < 0 or opts.fidelity_seeds < 0:
-        parser.error("--steps must be >= 1, --gaussian-seeds and --fidelity-seeds >= 0")
+    if opts.steps < 1 or min(opts.gaussian_seeds, opts.fidelity_seeds, opts.dcgan_steps) < 0:
+        parser.error(
+            "--steps must be >= 1, --gaussian-seeds, --fidelity-seeds and --dcgan-steps >= 0"
+        )
     from gantool.app.bench import BenchOptions, command  # torch: only once the arguments are good
 
     out = opts.out or Path("outputs", "bench", time.strftime("%Y-%m-%d_%H-%M-%S"))
@@ -346,6 +400,7 @@ def bench(args: list[str]) -> None:
             gaussian_seeds=opts.gaussian_seeds,
             startup=not opts.no_startup,
             fidelity_seeds=opts.fidelity_seeds,
+            dcgan_steps=opts.dcgan_steps,
         )
     )
 
@@ -355,6 +410,7 @@ COMMANDS = {
     "resume": resume,
     "sample": sample,
     "eval": evaluate,
+    "export": export,
     "report": report,
     "bench": bench,
 }
