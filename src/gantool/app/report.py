@@ -51,6 +51,7 @@ class Job:
     targets: dict[str, float] = field(default_factory=dict)  # eval key -> a perfect score
     problems: list[str] = field(default_factory=list)  # files of the job that cannot be read
     overrides_read: bool = True  # False: its .hydra/overrides.yaml is damaged
+    path: Path | None = None  # its folder: where its pictures and metrics.jsonl are
 
 
 @dataclass
@@ -72,12 +73,19 @@ class Column:
         return max(len(self.header), self.narrowest())
 
 
-def report(sweep_dir: Path, sort: str | None = None) -> Path:
-    """Print the sweep's table, sorted by `sort` (default: job order); write and return its CSV."""
+def report(sweep_dir: Path, sort: str | None = None, html: bool = False) -> Path:
+    """Print the sweep's table, sorted by `sort` (default: job order); write and return its CSV.
+    `html`: first write report.html too (see report_html), so that a page that cannot be
+    written refuses the command before anything is printed or written."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     if sort is not None:
         jobs = sort_jobs(jobs, sort)
+    page = None
+    if html:
+        from gantool.app.report_html import write_page  # matplotlib, only when it draws
+
+        page = write_page(sweep_dir, jobs, sort)
     keys = metric_keys(jobs)
     screen = terminal.console
     title, tables, notes = make_tables(jobs, keys, sweep_dir, sort, screen.width)
@@ -93,6 +101,8 @@ def report(sweep_dir: Path, sort: str | None = None) -> Path:
             screen.print(Text(f"job {job.name}: {problem}"), soft_wrap=True)
     path = write_csv(jobs, keys, sweep_dir / CSV_NAME)
     screen.print(Text(f"Wrote {path}"), soft_wrap=True)
+    if page is not None:
+        screen.print(Text(f"Wrote {page}"), soft_wrap=True)
     return path
 
 
@@ -130,7 +140,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
         if job_dir == sweep_dir
         else job_dir.relative_to(sweep_dir).as_posix()
     )
-    job = Job(name, [], UNFINISHED)
+    job = Job(name, [], UNFINISHED, path=job_dir)
     folder = RunFolder(job_dir)
     if folder.overrides_file.is_file():  # a folder with only summary.json is a job too
         try:
@@ -148,20 +158,20 @@ def read_job(job_dir: Path, sweep_dir: Path) -> Job:
     job.status = str(summary.get("status", "unknown"))
     job.error = str(summary.get("error") or "")
     step = summary.get("step")
-    job.step = step if _is_number(step) else _last_logged_step(job_dir)
+    job.step = step if is_number(step) else _last_logged_step(job_dir)
     final = _dict(summary, "final")
     for key in LOSS_KEYS:
-        if _is_number(final.get(key)):
+        if is_number(final.get(key)):
             job.values[key] = final[key]
     for key, value in _dict(summary, "eval").items():
-        if _is_number(value):  # lists such as eval/class_histogram have no place in a row
+        if is_number(value):  # lists such as eval/class_histogram have no place in a row
             job.values[key] = value
     objective = _dict(summary, "objective")
-    if _is_number(objective.get("value")):
+    if is_number(objective.get("value")):
         job.values["objective"] = objective["value"]
         job.objective = objective.get("name")
     wall = summary.get("wall_seconds", summary.get("train_seconds"))
-    if _is_number(wall):
+    if is_number(wall):
         job.values["wall_seconds"] = wall
     later = folder.read_failure()  # a resume after completing failed: the summary stands
     if later:
@@ -204,7 +214,7 @@ def _targets(config_path: Path, summary: dict | None, job: Job) -> dict[str, flo
                 "eval/skewness": 0.0,
                 "eval/excess_kurtosis": 0.0,
             }
-    return {k: float(v) for k, v in saved.items() if _is_number(v)}
+    return {k: float(v) for k, v in saved.items() if is_number(v)}
 
 
 def _one_line(error: Exception) -> str:
@@ -218,21 +228,29 @@ def _dict(summary: dict, key: str) -> dict:
 
 def _last_logged_step(job_dir: Path) -> int | None:
     """The step of the last complete row of metrics.jsonl: how far an unfinished job got."""
+    rows = logged_rows(job_dir)
+    return int(rows[-1]["step"]) if rows else None
+
+
+def logged_rows(job_dir: Path) -> list[dict]:
+    """The complete rows of metrics.jsonl that have a step, oldest first; none when the file
+    is missing or unreadable. A row cut short by a kill, or not a JSON object, is skipped."""
     try:
         lines = read_regular(job_dir / "metrics.jsonl").decode(errors="replace").splitlines()
     except (OSError, NotRegular):
-        return None
-    for line in reversed(lines):
+        return []
+    rows = []
+    for line in lines:
         try:
-            step = json.loads(line).get("step")
-        except (ValueError, AttributeError):
-            continue  # a row cut short by a kill
-        if _is_number(step):
-            return int(step)
-    return None
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and is_number(row.get("step")):
+            rows.append(row)
+    return rows
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -327,6 +345,15 @@ def _labels(keys: list[str]) -> dict[str, str]:
 def make_tables(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | None, width: int):
     """The title line, the table (split into several, each repeating the job column, where it
     would be wider than `width`) and the notes below it."""
+    title, columns, notes = make_columns(jobs, keys, sweep_dir, sort)
+    return title, [_table(part) for part in _fit(columns, width)], notes
+
+
+def make_columns(
+    jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | None
+) -> tuple[Text, list[Column], list[Text]]:
+    """The title line, the table's columns (the job column first) and the notes below it: what
+    the terminal table and the HTML page both show."""
     varying, shared = split_overrides(jobs)
     overrides = [dict(_key_value(o) for o in job.overrides) for job in jobs]
     notes: list[str] = []
@@ -340,7 +367,7 @@ def make_tables(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | N
         for key in keys:
             values = {job.values.get(key) for job in jobs}
             if len(values) == 1 and None not in values:
-                same[key] = _format(key, values.pop())
+                same[key] = format_value(key, values.pop())
     keys = [k for k in keys if k not in same]
     labels = _labels(keys)
     objectives = {job.objective for job in jobs if job.objective}
@@ -371,7 +398,7 @@ def make_tables(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | N
     for key in keys:
         values = [job.values.get(key) for job in jobs]
         bold = [key == bold_key and job in best for job in jobs]
-        cells = [Text(_format(key, v), "bold" * b) for v, b in zip(values, bold, strict=True)]
+        cells = [Text(format_value(key, v), "bold" * b) for v, b in zip(values, bold, strict=True)]
         columns.append(Column(labels[key], cells, right=True))
 
     order = ""
@@ -385,7 +412,7 @@ def make_tables(jobs: list[Job], keys: list[str], sweep_dir: Path, sort: str | N
     if any(targeted(k, jobs) for k in keys):
         notes.append(f"targets: {_describe_targets(jobs)}")
     title = Text(f"{sweep_dir}: {len(jobs)} job{'s' * (len(jobs) != 1)}{order}")
-    return title, [_table(part) for part in _fit(columns, width)], [Text(n) for n in notes]
+    return title, columns, [Text(n) for n in notes]
 
 
 def _fit(columns: list[Column], width: int) -> list[list[Column]]:
@@ -464,7 +491,7 @@ def _best(jobs: list[Job], key: str) -> list[Job]:
     return [job for s, job in scores if s == best]
 
 
-def _format(key: str, value: float | None) -> str:
+def format_value(key: str, value: float | None) -> str:
     if value is None:
         return ""
     if key == "wall_seconds":
