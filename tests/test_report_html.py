@@ -132,7 +132,9 @@ def test_page_has_every_job_best_first_with_decodable_pictures_and_escaped_text(
     assert "script" not in page.tags and "link" not in page.tags
     assert text.count(HOSTILE) == 3  # the failed job's override, its error, the table cell
     assert "evil.png is not a PNG file" in text
-    assert "no sample picture in samples/" in text  # the failed and killed jobs say so
+    assert "no sample picture in samples/" in text  # the killed job says so
+    no_pictures = "no pictures: no sample picture in samples/; no loss curves: no plots/"
+    assert no_pictures in text  # the failed job, in one line
     assert "no summary.json yet: still running, or killed after step 20" in text
 
 

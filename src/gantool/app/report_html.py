@@ -37,6 +37,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Pictures larger than this are left out (a note says so): the page must stay openable.
 MAX_PICTURE_BYTES = 20_000_000
 
+# What a missing picture's note is wrapped in.
+MISSING, MISSING_END = '<figure><p class="missing">', "</p></figure>"
+
 # The numbers shown beside a score, as its table heads them.
 BESIDE = ("real vs real", "noise", "target")
 
@@ -122,13 +125,13 @@ def _card(rank: int, job: Job) -> str:
     """One job: heading and status, its pictures, its numbers, its overrides."""
     esc = html.escape
     status = esc(job.status)
-    step = "" if job.step is None else f", step {job.step}"
+    step = "" if job.step is None else f"step {job.step}"
     parts = [
         f'<section class="card" id="job-{rank}">',
         f'<h2>{rank}. job {esc(job.name)} <span class="badge {status}">{status}</span>'
         f" <small>{esc(step)}</small></h2>",
         _status_lines(job),
-        '<div class="pictures">' + "".join(_pictures(job)) + "</div>",
+        _picture_row(_pictures(job)),
         '<div class="details">' + _numbers(job) + _overrides(job) + "</div>",
         "</section>",
     ]
@@ -148,6 +151,15 @@ def _status_lines(job: Job) -> str:
         )
     lines += [f'<p class="message">{esc(problem)}</p>' for problem in job.problems]
     return "".join(lines)
+
+
+def _picture_row(figures: list[str]) -> str:
+    """The figures side by side; a job with no picture at all (failed at its start, say) gets
+    one line saying what is missing instead of a row of notes."""
+    if all(f.startswith(MISSING) for f in figures):
+        reasons = [f.removeprefix(MISSING).removesuffix(MISSING_END) for f in figures]
+        return f'<p class="missing">no pictures: {"; ".join(reasons)}</p>'
+    return '<div class="pictures">' + "".join(figures) + "</div>"
 
 
 def _pictures(job: Job) -> list[str]:
@@ -171,7 +183,7 @@ def _pictures(job: Job) -> list[str]:
         picture = _draw_evals(rows, evaluated)
         figures.append(_figure(picture, "evaluation during training", wide=len(evaluated) > 1))
     else:
-        figures.append(_missing("no evaluation during training (trainer.eval_every=0)"))
+        figures.append(_missing("no evaluation logged during training (trainer.eval_every)"))
     figures += [_figure_from_file(path, name) for name, path in plots.items()]
     return figures
 
@@ -222,7 +234,8 @@ def _figure(png: bytes, caption: str, wide: bool = False) -> str:
 
 
 def _missing(why: str) -> str:
-    return f'<figure><p class="missing">{html.escape(why)}</p></figure>'
+    """A note, escaped, where a picture would be."""
+    return MISSING + html.escape(why) + MISSING_END
 
 
 def _eval_keys(rows: list[dict]) -> list[str]:
