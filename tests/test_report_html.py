@@ -66,12 +66,15 @@ class Page(HTMLParser):
         self.images: list[str] = []
         self.headings: list[str] = []
         self.text: list[str] = []
+        self.policy = ""
         self._in_h2 = False
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         self.tags.add(tag)
         if tag == "img":
             self.images.append(dict(attrs)["src"])
+        if tag == "meta" and dict(attrs).get("http-equiv") == "Content-Security-Policy":
+            self.policy = dict(attrs)["content"]
         if tag == "h2":
             self._in_h2 = True
             self.headings.append("")
@@ -130,6 +133,7 @@ def test_page_has_every_job_best_first_with_decodable_pictures_and_escaped_text(
 
     text = " ".join(page.text)
     assert "script" not in page.tags and "link" not in page.tags
+    assert "default-src 'none'" in page.policy  # and a browser would run none anyway
     assert text.count(HOSTILE) == 3  # the failed job's override, its error, the table cell
     assert "evil.png is not a PNG file" in text
     assert "no sample picture in samples/" in text  # the killed job says so

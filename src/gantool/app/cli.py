@@ -3,7 +3,7 @@
     gantool train [HYDRA OVERRIDES AND FLAGS]
     gantool resume RUN_DIR [OVERRIDES]
     gantool sample CHECKPOINT_OR_RUN_DIR [--num N] [--out FILE] [--seed S] [--label L]
-    gantool report SWEEP_DIR [--sort METRIC]
+    gantool report SWEEP_DIR [--sort METRIC] [--html]
 
 Heavy modules (torch, torchvision, matplotlib) are imported only once a command needs them.
 """
