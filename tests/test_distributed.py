@@ -29,6 +29,7 @@ from gantool.core.errors import ConfigError, GantoolError
 from gantool.core.files import MetricsLog
 from gantool.datasets.gaussian import GaussianStream
 from gantool.nn import losses
+from gantool.nn.dcgan import DCGANDiscriminator
 from gantool.nn.losses import BCE
 from gantool.nn.mlp import Discriminator, Generator
 from gantool.runtime import distributed
@@ -94,6 +95,18 @@ def _compare_with_one_process(rank: int) -> None:
     for p, p_one in zip(D.parameters(), D_one.parameters(), strict=True):
         torch.testing.assert_close(p.grad, p_one.grad)
     for b, b_one in zip(D.buffers(), D_one.buffers(), strict=True):  # running statistics
+        torch.testing.assert_close(b, b_one)
+
+    # The same for DCGAN's D: BatchNorm2d's statistics over the batch and the maps' positions.
+    conv = ModelConfig(arch="dcgan", d=DiscriminatorConfig(channels=[2, 4], batch_norm=True))
+    conv_one = DCGANDiscriminator(conv, (1, 16, 16))
+    conv_ddp = distributed.wrap(copy.deepcopy(conv_one))
+    images = torch.randn(8, 256), torch.randn(8, 256)
+    d_step(conv_ddp, images[0][mine], images[1][mine])
+    d_step(conv_one, *images)
+    for p, p_one in zip(conv_ddp.parameters(), conv_one.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_one.grad)
+    for b, b_one in zip(conv_ddp.buffers(), conv_one.buffers(), strict=True):
         torch.testing.assert_close(b, b_one)
 
     # G's step through a D that needs no gradients of its own.

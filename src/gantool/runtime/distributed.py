@@ -222,26 +222,28 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 def sync_batch_norm(module: nn.Module) -> nn.Module:
-    """Swap each BatchNorm1d inside `module` for a SyncBatchNorm1d with the same tensors."""
+    """Swap each BatchNorm1d and BatchNorm2d inside `module` for its synchronised twin with the
+    same tensors."""
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm1d:
-            setattr(module, name, SyncBatchNorm1d.sharing(child))
+        if type(child) in SYNCED:
+            setattr(module, name, SYNCED[type(child)].sharing(child))
         else:
             sync_batch_norm(child)
     return module
 
 
-class SyncBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose training-mode statistics are the global batch's, over all ranks.
+class _SyncedStatistics:
+    """BatchNorm whose training-mode statistics are the global batch's, over all ranks (per
+    channel, over the batch and, for images, every position of the maps).
 
     torch.nn.SyncBatchNorm refuses CPU tensors, so gloo runs could not use it, and its backward
     cannot be differentiated again, which R1 on a D with BatchNorm needs. This is plain tensor
     code around an all-reduce whose backward is an all-reduce: any device, any order of
-    derivative. Its state dict is BatchNorm1d's, so checkpoints do not depend on it.
+    derivative. Its state dict is BatchNorm's, so checkpoints do not depend on it.
     """
 
     @classmethod
-    def sharing(cls, bn: nn.BatchNorm1d) -> SyncBatchNorm1d:
+    def sharing(cls, bn: nn.modules.batchnorm._BatchNorm):
         sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
         if bn.affine:
             sync.weight, sync.bias = bn.weight, bn.bias  # the optimizer's Parameters
@@ -253,32 +255,45 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and world_size() > 1):
             return super().forward(x)
-        x32 = x.float()  # (B, C) on this rank; statistics in float32 even under autocast
-        n = x.shape[0] * world_size()  # every rank holds an equal share of the batch
+        x32 = x.float()  # (B, C) or (B, C, H, W) on this rank; statistics in float32 always
+        dims = [0, *range(2, x.dim())]  # all but the channels
+        per_channel = (1, -1) + (1,) * (x.dim() - 2)  # (C,) broadcast over the rest
+        n = x.numel() // x.shape[1] * world_size()  # every rank holds an equal share
         # One all-reduce for both moments. They are taken about the running mean, the same on
         # every rank and near the batch mean, so E[d²] - E[d]² loses no precision.
-        shift = self.running_mean.clone().float() if self.track_running_stats else 0.0  # (C,)
-        d = x32 - shift  # (B, C)
-        sums = _AllReduceSum.apply(torch.cat([d.sum(0), d.pow(2).sum(0)])) / n  # (2C,)
+        shift = self.running_mean.clone().float() if self.track_running_stats else None
+        d = x32 - shift.view(per_channel) if shift is not None else x32
+        sums = _AllReduceSum.apply(torch.cat([d.sum(dims), d.pow(2).sum(dims)])) / n  # (2C,)
         mean_d, mean_d2 = sums.chunk(2)
-        mean = shift + mean_d  # (C,)
+        mean = mean_d if shift is None else shift + mean_d  # (C,)
         var = (mean_d2 - mean_d.pow(2)).clamp_min(0.0)  # biased, as BatchNorm normalises with
         if self.track_running_stats:
             self._track(mean.detach(), var.detach(), n)
-        y = (x32 - mean) * torch.rsqrt(var + self.eps)
+        y = (x32 - mean.view(per_channel)) * torch.rsqrt(var.view(per_channel) + self.eps)
         if self.affine:
-            y = y * self.weight + self.bias
+            y = y * self.weight.view(per_channel) + self.bias.view(per_channel)
         return y.to(x.dtype)
 
     @torch.no_grad()
     def _track(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
         self.num_batches_tracked.add_(1)
         momentum = self.momentum
-        if momentum is None:  # a cumulative average, as BatchNorm1d keeps then
+        if momentum is None:  # a cumulative average, as BatchNorm keeps then
             momentum = 1.0 / float(self.num_batches_tracked)
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
-        unbiased = var * n / (n - 1)  # the running variance is unbiased, as in BatchNorm1d
+        unbiased = var * n / (n - 1)  # the running variance is unbiased, as in BatchNorm
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+
+
+class SyncBatchNorm1d(_SyncedStatistics, nn.BatchNorm1d):
+    """BatchNorm1d over the global batch (the MLPs')."""
+
+
+class SyncBatchNorm2d(_SyncedStatistics, nn.BatchNorm2d):
+    """BatchNorm2d over the global batch (DCGAN's)."""
+
+
+SYNCED = {nn.BatchNorm1d: SyncBatchNorm1d, nn.BatchNorm2d: SyncBatchNorm2d}
 
 
 class _AllReduceSum(torch.autograd.Function):
