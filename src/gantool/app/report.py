@@ -65,7 +65,7 @@ class Column:
 
     def narrowest(self) -> int:
         """Its widest cell, or its header's longest word: headers wrap, words and cells do not."""
-        words = [len(piece.rstrip()) for piece in _header_pieces(self.header)]
+        words = [len(piece.rstrip()) for piece in header_pieces(self.header)]
         return max(*words, *(cell.cell_len for cell in self.cells), 1)
 
     def unwrapped(self) -> int:
@@ -442,14 +442,14 @@ def _fit(columns: list[Column], width: int) -> list[list[Column]]:
     return tables
 
 
-def _header_pieces(header: str) -> list[str]:
+def header_pieces(header: str) -> list[str]:
     """Where a header may wrap: after a space, a dot or a slash ("model.", "g.", "activation")."""
     return re.findall(r"[^ ./]+[ ./]?|[ ./]", header) or [""]
 
 
 def _wrap_header(header: str, width: int) -> str:
     lines = [""]
-    for piece in _header_pieces(header):
+    for piece in header_pieces(header):
         if lines[-1] and len((lines[-1] + piece).rstrip()) > width:
             lines.append("")
         lines[-1] += piece

@@ -21,6 +21,7 @@ from gantool.app.report import (
     UNFINISHED,
     Job,
     format_value,
+    header_pieces,
     is_number,
     logged_rows,
     make_columns,
@@ -55,7 +56,9 @@ body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; backgroun
 h1 { font-size: 1.3em; word-break: break-all; }
 table { border-collapse: collapse; background: #fff; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
-th { background: #eee; text-align: left; }
+th { background: #eee; text-align: left; vertical-align: bottom; }
+th.num { text-align: right; }
+.wide-table { overflow-x: auto; max-width: 100%; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .bold { font-weight: bold; }
 .red { color: #b00020; }
@@ -114,7 +117,12 @@ def page(sweep_dir: Path, jobs: list[Job], sort: str | None) -> str:
 def _table(columns) -> str:
     """The report's columns as an HTML table; bold and red where the terminal's are."""
     esc = html.escape
-    head = "".join(f"<th>{esc(c.header)}</th>" for c in columns)
+    head = "".join(  # headers may wrap where the terminal's do: after a space, dot or slash
+        ('<th class="num">' if c.right else "<th>")
+        + "<wbr>".join(esc(piece) for piece in header_pieces(c.header))
+        + "</th>"
+        for c in columns
+    )
     rows = []
     for cells in zip(*(c.cells for c in columns), strict=True):
         tds = []
@@ -123,7 +131,8 @@ def _table(columns) -> str:
             attr = f' class="{" ".join(classes)}"' if classes else ""
             tds.append(f"<td{attr}>{esc(cell.plain)}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="wide-table">{table}</div>'
 
 
 def _card(rank: int, job: Job) -> str:
