@@ -181,7 +181,7 @@ def _pictures(job: Job) -> list[str]:
     other plots; what is missing is said in words where the picture would be."""
     folder = job.path
     if folder is None:  # a Job made by hand, not read from a folder
-        return ['<p class="missing">no folder: no pictures</p>']
+        return [_missing("no folder to read them from")]
     figures = [_sample_figure(folder)]
     plots = _png_files(folder / "plots")
     rows = logged_rows(folder)
