@@ -42,7 +42,7 @@ TINY_CONDITIONAL_DCGAN = [
 SHAPES = {
     "gaussian": (NUM,),
     "conditional dcgan mnist": (NUM, 1, 28, 28),
-    "standardised vectors": (NUM, 3),
+    "standardised vectors": (NUM, 2),
 }
 
 # Runs in a fresh interpreter: each case's files through ONNX Runtime and torch.export.load,
@@ -103,7 +103,8 @@ def run_cases(
     formats, and run the files outside gantool on the latents `gantool sample` draws; the
     cases, their files read back."""
     root = write_tiny_mnist(tmp_path / "data")
-    rows = np.random.default_rng(0).normal([10.0, -5.0, 300.0], [1.0, 1.5, 20.0], (64, 3))
+    # Two features (a small picture at the run's end), far from G's mean 0 and std 1.
+    rows = np.random.default_rng(0).normal([10.0, 300.0], [1.0, 20.0], (64, 2))
     np.save(tmp_path / "rows.npy", rows.astype(np.float32))
     overrides = {
         "conditional dcgan mnist": mnist_overrides(root, *TINY_CONDITIONAL_DCGAN, *SHORT),
@@ -170,9 +171,9 @@ def test_exports_match_gantool_sample_outside_gantool(tmp_path: Path, finished_r
     assert [i["name"] for i in mnist["inputs"]] == ["latent", "classes"]
     images = np.load(f"{cases['conditional dcgan mnist']['out']}.onnx.all.npy")
     assert images.min() >= 0 and images.max() <= 1
-    # De-standardised: the third feature's samples are near its mean 300, not G's 0.
+    # De-standardised: the second feature's samples are near its mean 300, not G's 0.
     vectors = np.load(f"{cases['standardised vectors']['out']}.onnx.all.npy")
-    assert abs(vectors[:, 2].mean() - 300) < 100, vectors[:, 2]
+    assert abs(vectors[:, 1].mean() - 300) < 100, vectors[:, 1]
     gaussian = json.loads((tmp_path / "export_gaussian" / "g.pt2.json").read_text())
     assert (gaussian["noise"], gaussian["latent_dim"], gaussian["step"]) == ("normal", 16, 6)
     assert gaussian["ema"] and gaussian["classes"] is None
@@ -210,6 +211,16 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path: Path, capsys) -> None
     assert "has no best checkpoint" in capsys.readouterr().err
     assert digest(tmp_path) == before and not missing.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "taken.onnx"]
+
+
+def test_an_export_never_goes_into_a_runs_checkpoints(finished_run: Path, capsys) -> None:
+    before = digest(finished_run)
+    for name in ("g.pt2", "step_0000006.pt2"):
+        out = finished_run / "checkpoints" / name
+        assert run_main("export", finished_run, "--format", "pt2", "--out", out) == 2
+        err = capsys.readouterr().err.strip()
+        assert "never go over a checkpoint or into checkpoints/" in err, err
+    assert digest(finished_run) == before
 
 
 def test_a_missing_extra_names_it(tmp_path: Path, capsys, monkeypatch) -> None:
