@@ -21,6 +21,7 @@ from gantool.training.trained import load_generator
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+onnx = pytest.importorskip("onnx")
 
 NUM, SEED = 6, 7  # the samples compared, and `gantool sample --seed`
 # Two steps, a checkpoint at the end and nothing else: no evaluation, log rows or pictures.
@@ -169,6 +170,9 @@ def test_exports_match_gantool_sample_outside_gantool(tmp_path: Path, finished_r
     mnist = json.loads((tmp_path / "export_conditional_dcgan_mnist" / "g.onnx.json").read_text())
     assert mnist["classes"] == [str(d) for d in range(10)] and mnist["conditional"]
     assert [i["name"] for i in mnist["inputs"]] == ["latent", "classes"]
+    graph = onnx.load(cases["conditional dcgan mnist"]["files"]["onnx"]).graph
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input]
+    assert dims == [["batch", 8], ["batch"]]  # the record's name for the dynamic dimension
     images = np.load(f"{cases['conditional dcgan mnist']['out']}.onnx.all.npy")
     assert images.min() >= 0 and images.max() <= 1
     # De-standardised: the second feature's samples are near its mean 300, not G's 0.

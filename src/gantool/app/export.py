@@ -226,9 +226,25 @@ def onnx_bytes(program, inputs: tuple[torch.Tensor, ...], record: str) -> bytes:
     except Exception as e:  # the exporter's errors are long; the first line names the op
         raise GantoolError(f"ONNX export failed: {first_line(e)}") from e
     proto = onnx_program.model_proto
+    name_batch_dimension(proto.graph)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, record
     return proto.SerializeToString()
+
+
+def name_batch_dimension(graph) -> None:
+    """The exporter names the dynamic batch dimension after its symbol (`s81`); call it
+    "batch" in the graph's inputs, outputs and shapes, as the record does."""
+    values = [*graph.input, *graph.output, *graph.value_info]
+    symbols = {d.dim_param for v in graph.input for d in v.type.tensor_type.shape.dim}
+    symbols.discard("")
+    if len(symbols) != 1:  # one dynamic dimension is all there is; anything else: leave it
+        return
+    (symbol,) = symbols
+    for value in values:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == symbol:
+                dim.dim_param = "batch"
 
 
 def pt2_bytes(program, record: str) -> bytes:
