@@ -4,6 +4,7 @@ rollback resumes exactly."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def no_end_of_run_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(finish, "training_curves", lambda *args: b"")
     monkeypatch.setattr(finish, "progress_gif", lambda frames: b"")
     monkeypatch.setattr(type(GAUSSIAN), "plots", lambda self, rows, ds: {})
+    monkeypatch.setattr(Run, "draw_samples", lambda self: None)  # the last step's histogram
+
+
+def with_steps(cfg, steps: int):
+    """`cfg` (composed once: composing takes longer than these runs) with another length."""
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.steps = steps
+    return cfg
 
 
 def summary_of(run: Path) -> dict:
@@ -77,14 +86,15 @@ def test_best_checkpoint_outlives_keep_k(tmp_path: Path) -> None:
 def test_early_stop_at_the_patience_th_evaluation(tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = [*WATCHED, NEVER_BETTER, "trainer.steps=20", "trainer.patience=2"]
-    summary = train(compose_config(overrides), run)
+    cfg = compose_config(overrides)
+    summary = train(with_steps(cfg, 20), run)
     # Evaluations at steps 2 (the best), 4 and 6: the second without improvement stops.
     assert summary["status"] == "completed" and summary["step"] == 6
     assert "in 2 evaluations" in summary["stopped_early"]
     assert summary["stopped_early"].endswith("best at step 2")
     assert latest_checkpoint(run).name == "step_0000006.pt"
     with pytest.raises(NothingToDo, match="stopped early at step 6"):
-        train(compose_config(overrides), run)
+        train(with_steps(cfg, 20), run)
 
 
 def test_collapse_signals_fire_on_a_fall() -> None:
@@ -108,9 +118,10 @@ def test_rollback_then_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(watch, "COLLAPSE", {"eval/w1": lambda *args: "a test"})
     base = [*WATCHED, NEVER_BETTER, "trainer.max_rollbacks=2"]
     full, split = tmp_path / "full", tmp_path / "split"
-    train(compose_config([*base, "trainer.steps=7"]), full)
-    train(compose_config([*base, "trainer.steps=5"]), split)  # one rollback done
-    train(compose_config([*base, "trainer.steps=7"]), split)
+    cfg = compose_config(base)
+    train(with_steps(cfg, 7), full)
+    train(with_steps(cfg, 5), split)  # one rollback done
+    train(with_steps(cfg, 7), split)
     a, b = (load_checkpoint(latest_checkpoint(d)) for d in (full, split))
     assert a.step == b.step == 7
     for part in a.gan:
@@ -120,7 +131,7 @@ def test_rollback_then_exact_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert rows == MetricsLog(split / "metrics.jsonl").rows()
     rolled = {r["step"]: r["rollback/lr_scale"] for r in rows if "rollback/count" in r}
     assert rolled == {4: 0.5, 6: 0.25}
-    lr = compose_config(base).optimizer.g.lr
+    lr = cfg.optimizer.g.lr
     assert a.gan["g_optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr * 0.25)
     assert [r["to_step"] for r in summary_of(full)["rollbacks"]] == [2, 2]
 
