@@ -4,10 +4,10 @@ The exported module is G (its EMA when the run kept one) followed by the family'
 conversion to the data's units (`Family.values`, the one `gantool sample --out x.npy` uses):
 it takes latents (B, latent_dim), and a conditional generator's class indices (B,) int64 as a
 second input, and returns the samples as the data holds them: the Gaussian's and 1-D
-mixtures' values (B,), a mixture's points or the user's vectors (B, F) (de-standardised), and
-images (B, C, H, W) in [0, 1]. The batch dimension is dynamic.
+mixtures' values (B,), a mixture's points or the user's vectors (B, F) (de-standardised when
+the run standardised them), and images (B, C, H, W) in [0, 1]. The batch dimension is dynamic.
 
-Both formats come from one `torch.export.export` of that module on the CPU: `.pt2` is that
+Both formats come from the same `torch.export.export` of that module on the CPU: `.pt2` is that
 ExportedProgram as `torch.export.save` writes it, and `.onnx` is the same program translated
 by torch's ONNX exporter (its default, torch.export-based one, which needs the onnxscript
 package; the TorchScript exporter it replaced is deprecated). Both are made in memory and then
@@ -73,9 +73,7 @@ class Exported(nn.Module):
         return values.float()
 
 
-def export_generator(
-    path: str | Path, fmt: str, out: Path, command_line: str | None = None
-) -> tuple[Trained, dict[str, Any]]:
+def export_generator(path: str | Path, fmt: str, out: Path) -> tuple[Trained, dict[str, Any]]:
     """Write the generator of `path` (a checkpoint file, or a run folder's newest checkpoint
     that loads) as `out` in format `fmt` ("onnx" or "pt2"), and its metadata record as
     OUT.json; return the generator and the record. Everything that can refuse does so before
