@@ -43,7 +43,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     from gantool.app.loggers import opener
     from gantool.training.loop import train as train_loop
 
-    return train_loop(cfg, run_dir, opener(cfg.logger))
+    return train_loop(cfg, run_dir, opener(cfg))
 
 
 def run_train(args: list[str], checked: bool = False) -> None:

@@ -28,6 +28,7 @@ def check_new_run(args: list[str], world_size: int = 1) -> None:
     """
     if any(a in MULTIRUN_FLAGS for a in args):
         check_sweep_folder(args)
+        check_sweep_loggers(args)
         return
     if any(a.startswith("-") for a in args):
         return
@@ -36,6 +37,7 @@ def check_new_run(args: list[str], world_size: int = 1) -> None:
 
     cfg = load_config(task_overrides(args))
     check_device(cfg)
+    check_logger(cfg.logger.name)
     from gantool.training.loop import check_fits  # torch, as above
 
     check_fits(cfg)
@@ -61,6 +63,29 @@ def check_sweep_folder(args: list[str]) -> None:
     sweep_dir = override_value(args, "hydra.sweep.dir")
     if sweep_dir and "${" not in sweep_dir:
         RunFolder(sweep_dir).check_new()
+
+
+def check_sweep_loggers(args: list[str]) -> None:
+    """A sweep whose `logger=` names a logger whose package is missing: refused before the
+    sweep starts, rather than in each job."""
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.split("=", 1)[0].lstrip("+~") != "logger":
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra's parse errors have no common public base; Hydra reports them
+            continue
+        sweep = override.is_sweep_override()
+        for name in override.sweep_string_iterator() if sweep else [override.value()]:
+            check_logger(str(name))
+
+
+def check_logger(name: str) -> None:
+    """logger=mlflow or wandb without its package: one line naming the extra, written nothing."""
+    from gantool.app.loggers import check_installed  # Here: the loggers module imports torch
+
+    check_installed(name)
 
 
 def prepare_data(cfg: Config) -> None:
@@ -118,6 +143,7 @@ def plan_resume(folder: RunFolder, new: list[str], check_lock: bool = True) -> l
     overrides = merge_overrides(saved, new)
     cfg = load_config(task_overrides(overrides))
     check_device(cfg)
+    check_logger(cfg.logger.name)
     t = cfg.trainer
     _, ckpt = Checkpointer(folder, t.keep_checkpoints, writes=False).newest(cfg)
     total = run_length(t, batches_per_epoch(cfg, ckpt.epoch_size))

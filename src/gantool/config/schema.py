@@ -26,7 +26,7 @@ PRECISIONS = ("fp32", "bf16")
 ARCHITECTURES = ("mlp", "dcgan")
 AUGMENTS = ("none", "diffaugment")
 AUGMENT_POLICIES = ("color", "translation", "cutout")  # DiffAugment's (gantool.nn.augment)
-LOGGERS = ("none", "tensorboard")
+LOGGERS = ("none", "tensorboard", "mlflow", "wandb")
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -200,7 +200,8 @@ class DeviceConfig:
 @dataclass
 class LoggerConfig:
     # metrics.jsonl is always written; "tensorboard" also writes RUN_DIR/tensorboard/: the
-    # logged scalars and each sample picture as an image.
+    # logged scalars and each sample picture as an image; "mlflow" and "wandb" log the same
+    # and the config to MLflow or W&B (gantool.app.loggers).
     name: str = "none"
 
 

@@ -37,7 +37,6 @@ def finish(run, train_seconds: float, entered: float) -> dict:
     results = (
         evaluate(cfg, run.gan.sampler, run.device, t.num_eval_samples) if t.eval_at_end else {}
     )
-    folder.close_logs(run.step, results)
     summary = Summary(
         status="completed",
         run_dir=str(folder.path),
@@ -54,4 +53,5 @@ def finish(run, train_seconds: float, entered: float) -> dict:
         **run.watch.summary(),
     )
     folder.write_summary(summary)
+    folder.close_logs(run.step, results)  # after summary.json: MLflow and W&B take it along
     return dataclasses.asdict(summary)
