@@ -209,3 +209,13 @@ def test_a_missing_extra_is_one_line_and_writes_nothing(tmp_path, monkeypatch, c
     code = run_main("train", "-m", *FAST, f"logger=none,{name}", f"hydra.sweep.dir={run_dir}")
     assert code == 2 and f"pip install 'gantool[{name}]'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_passes_over_the_mlflow_store(tmp_path: Path) -> None:
+    from gantool.app.report import find_job_dirs
+
+    outputs = tmp_path / "outputs"
+    for folder in (outputs / "run", outputs / "mlruns" / "1" / "0a1b" / "artifacts"):
+        folder.mkdir(parents=True)
+        write_json(folder / "summary.json", {"status": "completed"})
+    assert find_job_dirs(outputs) == [outputs / "run"]

@@ -122,7 +122,9 @@ def find_job_dirs(root: Path) -> list[Path]:
     """Folders holding .hydra/overrides.yaml or summary.json (`root` itself, for a single run),
     but none inside another one: a job's own subfolders are its outputs, not more jobs."""
     marked = {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
-    marked |= {p.parent for p in root.rglob("summary.json")}
+    # logger=mlflow's store (outputs/mlruns) holds copies of runs' summary.json as artifacts.
+    summaries = (p for p in root.rglob("summary.json") if "mlruns" not in p.relative_to(root).parts)
+    marked |= {p.parent for p in summaries}
     outermost = [d for d in marked if not any(parent in marked for parent in d.parents)]
     return sorted(outermost, key=lambda d: _natural_key(d.relative_to(root).as_posix()))
 
