@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from gantool.config.schema import Config
 from gantool.core.errors import ConfigError, GantoolError, first_line
 from gantool.training.loop import OpenLoggers
 from gantool.training.run_folder import Logger, RunFolder
+
+log = logging.getLogger(__name__)
 
 # logger=NAME -> (the module it imports, the extra that installs it)
 EXTRAS = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
@@ -170,6 +173,12 @@ class MlflowLog:
             self.run_id = self._start(run_dir, cfg)
         except mlflow.exceptions.MlflowException as e:
             raise GantoolError(f"logger=mlflow: {first_line(e.message)}") from e
+        log.info(
+            "MLflow: run %s of experiment %s in %s",
+            self.run_id,
+            experiment_name(run_dir),
+            self.client.tracking_uri,
+        )
 
     def _start(self, run_dir: Path, cfg: Config) -> str:
         """The run's MLflow run id: its earlier one when it resumes, else a new one."""
@@ -286,6 +295,9 @@ class WandbLog:
             )
         except wandb.errors.Error as e:
             raise GantoolError(f"logger=wandb: {first_line(e)}") from e
+        if self.run.settings.mode == "offline":  # W&B's own lines are silenced
+            where = Path(self.run.dir).parent  # RUN_DIR/wandb/offline-run-DATE_TIME-ID
+            log.info("W&B: offline run %s; upload it with `wandb sync %s`", self.run.id, where)
 
     def scalars(self, step: int, values: dict) -> None:
         if row := numbers(values):
