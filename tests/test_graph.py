@@ -126,8 +126,9 @@ def test_the_graph_safe_step_is_the_eager_step_bit_for_bit(case: str, tiny_mnist
     assert step.graph is None  # nothing is captured on CPU
     if "device.precision=bf16" in args:
         # Autocast without its weight cache sums the gradients of D's two passes in float32,
-        # not bfloat16 (see train_step): D's gradients differ by bfloat16's rounding (2**-8).
-        torch.testing.assert_close(graph_stats, eager_stats)
+        # not bfloat16 (see train_step): D's gradients differ by bfloat16's rounding (2**-8),
+        # and so, from the second step on, do the statistics of D's outputs.
+        torch.testing.assert_close(graph_stats, eager_stats, rtol=1e-2, atol=1e-4)
         assert_close_gan(eager_gan.state_dict(), graph_gan.state_dict(), rtol=1e-2, atol=1e-4)
         return
     assert torch.equal(eager_stats, graph_stats)
