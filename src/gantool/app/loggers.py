@@ -159,7 +159,7 @@ class MlflowLog:
 
     def __init__(self, run_dir: Path, cfg: Config):
         mlflow = _import_mlflow()
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # optional: the mlflow extra
 
         self.folder = RunFolder(run_dir)
         self.entities = mlflow.entities
@@ -205,7 +205,7 @@ class MlflowLog:
 
     def _experiment(self, name: str) -> str:
         """The experiment's id, made if new (by a parallel job first, perhaps)."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # optional: the mlflow extra
 
         found = self.client.get_experiment_by_name(name)
         if found is not None:
@@ -243,7 +243,7 @@ class MlflowLog:
 def _import_mlflow():
     """The mlflow module (2 s to import: only for logger=mlflow), or one line naming the extra."""
     try:
-        import mlflow
+        import mlflow  # optional (the mlflow extra), and 2 s to import
     except ImportError as e:
         raise GantoolError(
             f"logger=mlflow needs the mlflow package ({first_line(e)}): "
@@ -271,7 +271,7 @@ class WandbLog:
 
     def __init__(self, run_dir: Path, cfg: Config):
         try:
-            import wandb
+            import wandb  # optional (the wandb extra), and 1 s to import
         except ImportError as e:
             raise GantoolError(
                 f"logger=wandb needs the wandb package ({first_line(e)}): "
