@@ -263,7 +263,10 @@ def report(args: list[str]) -> None:
     opts = parser.parse_args(args)
     from gantool.app.report import report as report_sweep  # JSON and YAML only: no torch
 
-    report_sweep(opts.sweep_dir, opts.sort, opts.html)
+    write_page = None
+    if opts.html:
+        from gantool.app.report_html import write_page  # matplotlib, only when it draws
+    report_sweep(opts.sweep_dir, opts.sort, write_page)
 
 
 def evaluate(args: list[str]) -> None:

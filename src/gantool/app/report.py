@@ -73,19 +73,15 @@ class Column:
         return max(len(self.header), self.narrowest())
 
 
-def report(sweep_dir: Path, sort: str | None = None, html: bool = False) -> Path:
+def report(sweep_dir: Path, sort: str | None = None, write_page=None) -> Path:
     """Print the sweep's table, sorted by `sort` (default: job order); write and return its CSV.
-    `html`: first write report.html too (see report_html), so that a page that cannot be
-    written refuses the command before anything is printed or written."""
+    `write_page(sweep_dir, jobs, sort) -> Path` (report_html's, for --html) runs first, so that
+    a page that cannot be written refuses the command before anything is printed or written."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     if sort is not None:
         jobs = sort_jobs(jobs, sort)
-    page = None
-    if html:
-        from gantool.app.report_html import write_page  # matplotlib, only when it draws
-
-        page = write_page(sweep_dir, jobs, sort)
+    page = write_page(sweep_dir, jobs, sort) if write_page is not None else None
     keys = metric_keys(jobs)
     screen = terminal.console
     title, tables, notes = make_tables(jobs, keys, sweep_dir, sort, screen.width)
