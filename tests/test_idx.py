@@ -88,7 +88,7 @@ def test_each_option_composes_with_mnists_settings(name: str) -> None:
         assert ours[group] == theirs[group], group
     assert family(cfg.dataset).data_dim(cfg.dataset) == 784
     # each group's option can still be chosen alone, and a misspelt split is one line
-    assert compose_config([f"dataset={name}", "model=gaussian"]).model.latent_dim == 4
+    assert compose_config([f"dataset={name}", "model=gaussian"]).model.latent_dim == 16
     with pytest.raises(GantoolError, match=r"dataset\.split='val' is not a choice"):
         compose_config([f"dataset={name}", "dataset.split=val"])
 

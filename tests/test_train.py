@@ -70,6 +70,7 @@ def test_checkpoint_holds_the_whole_state(tmp_path: Path) -> None:
         "stats",
         "config",
         "started_in",  # the working folder: what a relative dataset.root is relative to
+        "watch",  # periodic evaluation's best, early stop's count, rollbacks (training.watch)
     }
     assert set(state.gan) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "ema"}
     assert set(state.rng[0]) >= {"torch", "numpy", "python"}
