@@ -309,10 +309,13 @@ def dcgan_row(root: str, opts: BenchOptions, device: torch.device, report: Calla
     pytorch/examples' dcgan/main.py on the same networks and batch, in turn."""
     overrides = [f"dataset.root={root}", "dataset.split=test", "dataset.download=false"]
     overrides += ["dataset=mnist", "model=dcgan", f"trainer.batch_size={DCGAN_BATCH}"]
-    cfg = load_config([*overrides, "trainer.reuse_fake=true", f"device={opts.device}"])
-    gan, data = fresh(cfg, device)
-    step = GANStep(gan, StepSettings.of(cfg), device)  # no FLOP count: it counts Linear layers
-    loops = {"gantool": lambda: step(data), "textbook": dcgan_textbook_loop(cfg, device)}
+    overrides += ["trainer.reuse_fake=true", f"device={opts.device}"]
+    cfg = load_config(overrides)
+    loops = {
+        "gantool": dcgan_step(cfg, device),
+        "gantool_bf16": dcgan_step(load_config([*overrides, "device.precision=bf16"]), device),
+        "textbook": dcgan_textbook_loop(cfg, device),
+    }
     timed = dataclasses.replace(opts, steps=opts.dcgan_steps, warmup=min(opts.warmup, 3))
     speed, _ = race(loops, device, timed)
     pairs = list(zip(speed["gantool"], speed["textbook"], strict=True))
@@ -321,12 +324,25 @@ def dcgan_row(root: str, opts: BenchOptions, device: torch.device, report: Calla
         "images_per_s": figure([s * DCGAN_BATCH for s in speed["gantool"]]),
         "textbook_images_per_s": figure([t * DCGAN_BATCH for t in speed["textbook"]]),
         "speedup_vs_textbook": figure([s / t for s, t in pairs]),
+        # device.precision=bf16: the forward passes under bfloat16 autocast
+        "bf16_images_per_s": figure([s * DCGAN_BATCH for s in speed["gantool_bf16"]]),
+        "bf16_speedup_vs_textbook": figure(
+            [s / t for s, t in zip(speed["gantool_bf16"], speed["textbook"], strict=True)]
+        ),
     }
     report(
         f"DCGAN 28 px batch {DCGAN_BATCH}: {row['images_per_s']['median']:,.0f} images/s, "
-        f"{row['speedup_vs_textbook']['median']:.2f}x the textbook loop"
+        f"{row['speedup_vs_textbook']['median']:.2f}x the textbook loop; bf16 "
+        f"{row['bf16_speedup_vs_textbook']['median']:.2f}x"
     )
     return row
+
+
+def dcgan_step(cfg: Config, device: torch.device) -> Callable[[], object]:
+    """gantool's step for a DCGAN config (no FLOP count: step_flops counts Linear layers)."""
+    gan, data = fresh(cfg, device)
+    step = GANStep(gan, StepSettings.of(cfg), device)
+    return lambda: step(data)
 
 
 def dcgan_textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
@@ -626,7 +642,9 @@ def print_bench(results: dict) -> None:
             f"DCGAN, 28 px MNIST, batch {d['batch_size']}: gantool "
             f"{_figure(d['images_per_s'])} images/s, pytorch/examples' loop "
             f"{_figure(d['textbook_images_per_s'])} images/s: "
-            f"{_figure(d['speedup_vs_textbook'], digits=2)}x"
+            f"{_figure(d['speedup_vs_textbook'], digits=2)}x; with device.precision=bf16 "
+            f"{_figure(d['bf16_images_per_s'])} images/s, "
+            f"{_figure(d['bf16_speedup_vs_textbook'], digits=2)}x"
         )
     if results.get("graph"):
         _print_graph(results["graph"])
