@@ -241,3 +241,19 @@ def test_eval_scores_swd_and_with_inception_weights_fid_kid_precision_recall(
 
     code = run_main("eval", run, "--inception-weights", tmp_path / "missing.pth")
     assert code != 0 and "no such file" in capsys.readouterr().err
+
+
+def test_a_run_decodes_its_folder_once(
+    digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config check resolves channels=auto, the stream reads with the resolved count: one
+    decode, one cache entry (the cache holds RGB, converted when loaded)."""
+    _, folder = digits
+    monkeypatch.setenv("GANTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    images_module._decoded.clear()
+    calls = []
+    real = images_module.decode
+    monkeypatch.setattr(images_module, "decode", lambda *a: calls.append(a) or real(*a))
+    train(compose_config(images_overrides(folder, *TINY_DCGAN, "trainer.steps=2")), tmp_path / "r")
+    assert len(calls) == 1
+    assert len(list((tmp_path / "cache").glob("images-*.pt"))) == 1

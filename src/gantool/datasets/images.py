@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # Bump when decoding changes in a way the cache key does not show, so old caches go stale.
-DECODER_VERSION = 1
+DECODER_VERSION = 2
 
 
 @dataclass
@@ -62,9 +62,10 @@ class Listing:
     classes: list[str]
 
     def key(self, ds: ImagesConfig) -> str:
-        """The cache key: every file's relative name, size and modification time, and what
-        decoding makes of them."""
-        h = hashlib.sha256(f"v{DECODER_VERSION} {ds.resolution} {ds.channels}".encode())
+        """The cache key: every file's relative name, size and modification time, and the
+        resolution. Not the channels: the cache holds RGB, converted when loaded, so a run whose
+        `auto` was resolved to 1 or 3 finds the same entry."""
+        h = hashlib.sha256(f"v{DECODER_VERSION} {ds.resolution}".encode())
         for path in self.files:
             info = path.stat()
             h.update(
@@ -171,15 +172,21 @@ def decode_file(path: Path) -> torch.Tensor:
     return image
 
 
-def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
-    """RGB (3, H, W) uint8 as `channels` channels: grey images keep their exact values; colour
-    ones take ITU-R 601 luma, rounded."""
+def to_channels(images: torch.Tensor, channels) -> torch.Tensor:
+    """RGB images (N, 3, R, R) uint8 as `channels` channels (1, 3, or auto: 3 when any image
+    has colour). Grey images keep their exact values; colour ones take ITU-R 601 luma, rounded.
+    In chunks, so the float copy stays small."""
+    grey = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(1)
+    if channels == "auto":
+        channels = 1 if bool(grey.all()) else 3
     if channels == 3:
-        return image
-    if bool((image[0] == image[1]).all() and (image[1] == image[2]).all()):
-        return image[:1]
-    luma = 0.299 * image[0].float() + 0.587 * image[1].float() + 0.114 * image[2].float()
-    return luma.round().clamp(0, 255).to(torch.uint8)[None]
+        return images
+    out = []
+    for chunk, plain in zip(images.split(1024), grey.split(1024), strict=True):
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        luma = (chunk.float() * weights).sum(1, keepdim=True).round().clamp(0, 255)
+        out.append(torch.where(plain.view(-1, 1, 1, 1), chunk[:, :1], luma.to(torch.uint8)))
+    return torch.cat(out)
 
 
 def fit(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -194,50 +201,38 @@ def fit(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.center_crop(image, [size, size])
 
 
-def has_colour(image: torch.Tensor) -> bool:
-    return not bool((image[0] == image[1]).all() and (image[1] == image[2]).all())
-
-
-def decode(listing: Listing, ds: ImagesConfig) -> Decoded:
-    """Decode every file (progress on the console), refusing the folder if any file cannot
-    be: a corrupt image is named, not skipped, so the set trained on is the set in the folder."""
-    size, started = ds.resolution, time.perf_counter()
+def decode(listing: Listing, size: int) -> Decoded:
+    """Decode every file as RGB at `size` px (progress on the console), refusing the folder if
+    any file cannot be: a corrupt image is named, not skipped, so the set trained on is the set
+    in the folder."""
+    started = time.perf_counter()
     fitted: list[torch.Tensor] = []
     failures: list[str] = []
-    colour = ds.channels == 3
     with ProgressBar(len(listing.files), label="decoding", transient=True) as bar:
         for i, path in enumerate(listing.files):
             try:
-                image = decode_file(path)
+                fitted.append(fit(decode_file(path), size))
             except GantoolError as e:
                 failures.append(str(e))
-                continue
-            colour = colour or (ds.channels == "auto" and has_colour(image))
-            fitted.append(fit(image, size))
             if i % 64 == 0:
                 bar.update(i)
     if failures:
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise GantoolError(f"{failures[0]}{more}: fix or remove the file, then run again")
-    channels = 3 if colour else 1
-    images = torch.stack([to_channels(im, channels) for im in fitted])
     labels = torch.tensor(listing.labels) if listing.labels is not None else None
     log.info(
-        "Decoded %d images from %s in %.1f s: %d x %d px, %d channel(s)",
-        len(images),
+        "Decoded %d images from %s in %.1f s (%d px; cached for the next run)",
+        len(fitted),
         listing.root,
         time.perf_counter() - started,
         size,
-        size,
-        channels,
     )
-    return Decoded(images, labels, listing.classes)
+    return Decoded(torch.stack(fitted), labels, listing.classes)
 
 
 def check_memory(listing: Listing, ds: ImagesConfig) -> None:
     """A folder whose decoded images cannot fit in memory: one line with the size it needs."""
-    channels = 1 if ds.channels == 1 else 3
-    needed = len(listing.files) * channels * ds.resolution**2 * 2  # the images, and stacking
+    needed = len(listing.files) * 3 * ds.resolution**2 * 2  # the RGB images, and stacking
     free = free_memory(torch.device("cpu"))
     if free is not None and needed > free:
         raise GantoolError(
@@ -252,20 +247,21 @@ _decoded: dict[str, Decoded] = {}
 
 
 def load(ds: ImagesConfig) -> Decoded:
-    """The folder's decoded images: from this process's memory, the cache, or decoding."""
+    """The folder's decoded images in dataset.channels: RGB from this process's memory, the
+    cache, or decoding, then converted."""
     listing = scan(ds)
     key = listing.key(ds)
-    if key in _decoded:
-        return _decoded[key]
-    path = cache_dir() / f"images-{key}.pt"
-    decoded = _read_cache(path)
-    if decoded is None:
-        check_memory(listing, ds)
-        decoded = decode(listing, ds)
-        _write_cache(path, decoded)
-    _decoded.clear()  # one folder at a time
-    _decoded[key] = decoded
-    return decoded
+    rgb = _decoded.get(key)
+    if rgb is None:
+        path = cache_dir() / f"images-{key}.pt"
+        rgb = _read_cache(path)
+        if rgb is None:
+            check_memory(listing, ds)
+            rgb = decode(listing, ds.resolution)
+            _write_cache(path, rgb)
+        _decoded.clear()  # one folder at a time
+        _decoded[key] = rgb
+    return Decoded(to_channels(rgb.images, ds.channels), rgb.labels, rgb.classes)
 
 
 def _read_cache(path: Path) -> Decoded | None:
