@@ -38,10 +38,10 @@ from gantool.datasets import floor
 from gantool.datasets.epochs import Epochs
 from gantool.datasets.family import Family
 from gantool.nn.fidelity import fid_kid, find_weights
-from gantool.nn.lenet import cache_dir
+from gantool.nn.lenet import cache_dir, to_model_range
 from gantool.nn.mlp import generate, seeded_latent, split_classes, with_classes
 from gantool.nn.swd import sliced_wasserstein
-from gantool.plots.samples import digit_grid
+from gantool.plots.samples import class_grid
 from gantool.runtime.device import free_memory
 
 log = logging.getLogger(__name__)
@@ -284,12 +284,6 @@ def _write_cache(path: Path, decoded: Decoded) -> None:
         log.warning("Cannot cache the decoded images in %s: %s", path, e)
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, C, R, R) -> float rows (N, C*R*R) in [-1, 1], G's range (the MNIST
-    family's conversion, so equal pixels give equal rows)."""
-    return images.reshape(len(images), -1).float() / 127.5 - 1.0
-
-
 class ImageStream(Epochs):
     """Batches of rows (B, C*R*R) in [-1, 1], reshuffled every epoch; with `labels`, each row
     ends in its class. The images stay uint8 on the device; a batch is converted when drawn."""
@@ -307,7 +301,7 @@ class ImageStream(Epochs):
 
     def next_batch(self) -> torch.Tensor:
         idx = self.next_indices()
-        rows = self.rows.index_select(0, idx).float() / 127.5 - 1.0
+        rows = to_model_range(self.rows.index_select(0, idx))  # (B, C*R*R) in [-1, 1]
         if self.labels is None:
             return rows
         return with_classes(rows, self.labels.index_select(0, idx))
@@ -388,15 +382,7 @@ class ImageFolder(Family):
         images = self.values(samples, ds).permute(0, 2, 3, 1).numpy()  # (N, R, R, C)
         if images.shape[-1] == 1:
             images = images[..., 0]
-        rows = None
-        if classes is not None:
-            present = classes.long().cpu().unique().tolist()
-            if len(present) == 1:
-                title += f", class {ds.classes[present[0]]}"
-            else:
-                chosen = classes.long().cpu().numpy()
-                rows = [(ds.classes[c], images[chosen == c]) for c in present]
-        return digit_grid(images, title, fmt.lstrip("."), rows)
+        return class_grid(images, title, fmt, classes, ds.classes)
 
     def values(self, samples: torch.Tensor, ds: ImagesConfig) -> torch.Tensor:
         """G's rows in [-1, 1] as images (N, C, R, R) in [0, 1]."""

@@ -29,7 +29,7 @@ from gantool.nn import lenet
 from gantool.nn.lenet import NUM_CLASSES, to_model_range
 from gantool.nn.metrics import class_coverage, frechet_gaussians, gaussian_fit, precision_recall
 from gantool.nn.mlp import generate, seeded_latent, split_classes, with_classes
-from gantool.plots.samples import digit_grid
+from gantool.plots.samples import class_grid
 
 PREFIX = {"train": "train", "test": "t10k"}
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # IDX magic numbers: 0x0803 (ubyte, 3 dims), 0x0801
@@ -354,15 +354,7 @@ class IdxImages(Family):
         row per class, labelled with its name."""
         title = f"{self.label}, {title}" if title else self.label
         images = self.values(samples, ds).numpy()  # (N, 28, 28)
-        rows = None
-        if classes is not None:
-            present = classes.long().cpu().unique().tolist()  # in order
-            if len(present) == 1:  # one class (sample --label): a square grid of it
-                title += f", class {self.class_names[present[0]]}"
-            else:
-                chosen = classes.long().cpu().numpy()
-                rows = [(self.class_names[c], images[chosen == c]) for c in present]
-        return digit_grid(images, title, fmt.lstrip("."), rows)
+        return class_grid(images, title, fmt, classes, self.class_names)
 
     def values(self, samples: torch.Tensor, ds: MnistConfig) -> torch.Tensor:
         """G's outputs (N, 784) in [-1, 1] as images (N, 28, 28) in [0, 1]."""

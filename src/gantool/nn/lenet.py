@@ -209,7 +209,8 @@ def _write_cache(path: Path, state: dict) -> None:
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (N, 28, 28) -> float (N, 784) in [-1, 1], the range G's Tanh gives."""
+    """uint8 images (N, ...) -> float rows (N, pixels) in [-1, 1], the range G's Tanh gives
+    (every image set's conversion, so equal pixels give equal rows)."""
     return images.reshape(len(images), -1).float() / 127.5 - 1.0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.colors import LogNorm
@@ -86,6 +87,23 @@ def gaussian_histogram(
     ax.set_title(f"{title}  {moments}".strip())
     ax.legend(loc="upper right")
     return render(fig, fmt)
+
+
+def class_grid(
+    images: np.ndarray, title: str, fmt: str, classes=None, names: Sequence[str] = ()
+) -> bytes:
+    """digit_grid of a labelled set's images: by `classes` (N,), a conditional generator's,
+    one row per class present, labelled with its name in `names`; a single class (sample
+    --label) is a square grid titled with it."""
+    rows = None
+    if classes is not None:
+        present = classes.long().cpu().unique().tolist()  # in order
+        if len(present) == 1:
+            title += f", class {names[present[0]]}"
+        else:
+            chosen = classes.long().cpu().numpy()
+            rows = [(names[c], images[chosen == c]) for c in present]
+    return digit_grid(images, title, fmt.lstrip("."), rows)
 
 
 def digit_grid(
