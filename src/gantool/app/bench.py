@@ -247,24 +247,42 @@ def fresh(cfg: Config, device: torch.device) -> tuple[GAN, object]:
     return gan, data
 
 
-def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
-    """The loop of the PyTorch tutorials: a Dataset that turns each image into a PIL image,
-    then ToTensor and Normalize; a DataLoader that collates them; fresh noise for G's update;
-    and the same G, D, Adam settings and batch as gantool, on logits with BCEWithLogitsLoss."""
-    # Only here: torchvision takes 3 s to import, and only this loop uses it.
-    from torchvision import transforms
+def per_image_batches(cfg: Config, batch: int) -> Callable[[], torch.Tensor]:
+    """The tutorials' data pipeline, as the textbook loops read MNIST: a Dataset that turns
+    each image into a PIL image, then ToTensor and Normalize; a shuffling DataLoader without
+    workers that collates them. Returns the next batch (B, 1, 28, 28), a new epoch when one
+    ends."""
+    from torchvision import transforms  # 3 s to import; only the textbook loops use it
 
     images, labels = load_mnist(cfg.dataset)
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
 
     class PerImage(Dataset):
-        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-
         def __len__(self) -> int:
             return len(images)
 
         def __getitem__(self, i: int):
-            return self.transform(Image.fromarray(images[i].numpy(), mode="L")), int(labels[i])
+            return to_tensor(Image.fromarray(images[i].numpy(), mode="L")), int(labels[i])
 
+    loader = DataLoader(PerImage(), batch_size=batch, shuffle=True, drop_last=True)
+    batches = iter(())
+
+    def next_batch() -> torch.Tensor:
+        nonlocal batches
+        try:
+            x, _ = next(batches)
+        except StopIteration:  # a new epoch
+            batches = iter(loader)
+            x, _ = next(batches)
+        return x
+
+    return next_batch
+
+
+def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
+    """The loop of the PyTorch tutorials: a Dataset that turns each image into a PIL image,
+    then ToTensor and Normalize; a DataLoader that collates them; fresh noise for G's update;
+    and the same G, D, Adam settings and batch as gantool, on logits with BCEWithLogitsLoss."""
     batch, latent = cfg.trainer.batch_size, cfg.model.latent_dim
     torch.manual_seed(0)
     G = Generator(cfg.model, 784).to(device)
@@ -274,17 +292,10 @@ def textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]:
     bce = nn.BCEWithLogitsLoss()
     ones = torch.ones(batch, 1, device=device)
     zeros = torch.zeros(batch, 1, device=device)
-    loader = DataLoader(PerImage(), batch_size=batch, shuffle=True, drop_last=True)
-    batches = iter(())
+    next_batch = per_image_batches(cfg, batch)
 
     def step() -> None:
-        nonlocal batches
-        try:
-            x, _ = next(batches)
-        except StopIteration:  # a new epoch
-            batches = iter(loader)
-            x, _ = next(batches)
-        real = x.reshape(batch, -1).to(device)
+        real = next_batch().reshape(batch, -1).to(device)
         fake = G(torch.randn(batch, latent, device=device))
         d_loss = bce(D(real), ones) + bce(D(fake.detach()), zeros)
         d_opt.zero_grad()
@@ -350,18 +361,6 @@ def dcgan_textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]
     (PIL, ToTensor, Normalize) and a DataLoader without workers: D on the real batch and on
     fresh fakes (two backward passes), then G through D's judgement of the same fakes, with
     Sigmoid and BCELoss; the same networks (gantool's DCGAN modules) and Adam settings."""
-    from torchvision import transforms  # 3 s to import; only this loop uses it
-
-    images, labels = load_mnist(cfg.dataset)
-    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-
-    class PerImage(Dataset):
-        def __len__(self) -> int:
-            return len(images)
-
-        def __getitem__(self, i: int):
-            return to_tensor(Image.fromarray(images[i].numpy(), mode="L")), int(labels[i])
-
     torch.manual_seed(0)
     shape = (1, 28, 28)
     netG, netD = DCGANGenerator(cfg.model, shape).to(device), DCGANDiscriminator(cfg.model, shape)
@@ -370,17 +369,10 @@ def dcgan_textbook_loop(cfg: Config, device: torch.device) -> Callable[[], None]
     optimizerD = torch.optim.Adam(netD.parameters(), lr=opt.d.lr, betas=tuple(opt.d.betas))
     optimizerG = torch.optim.Adam(netG.parameters(), lr=opt.g.lr, betas=tuple(opt.g.betas))
     criterion = nn.BCELoss()
-    loader = DataLoader(PerImage(), batch_size=DCGAN_BATCH, shuffle=True, drop_last=True)
-    batches = iter(())
+    next_batch = per_image_batches(cfg, DCGAN_BATCH)
 
     def step() -> None:
-        nonlocal batches
-        try:
-            real, _ = next(batches)
-        except StopIteration:  # a new epoch
-            batches = iter(loader)
-            real, _ = next(batches)
-        real = real.to(device).flatten(1)
+        real = next_batch().to(device).flatten(1)
         ones = torch.ones(DCGAN_BATCH, device=device)
         netD.zero_grad()
         criterion(torch.sigmoid(netD(real)).view(-1), ones).backward()
