@@ -195,6 +195,15 @@ def run_main(*args: str) -> int:
     return 0
 
 
+def one_error_line(capsys) -> str:
+    """The one `error:` line a refused command printed, with no traceback anywhere."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
 def digest(folder: Path) -> dict[str, str]:
     """Every file under `folder` (hidden ones too) with a hash of its bytes: what a refused
     command must leave as it was. A FIFO counts by its name."""

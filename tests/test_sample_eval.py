@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, compose_config, mnist_overrides, write_tiny_mnist
+from conftest import FAST, compose_config, mnist_overrides, one_error_line, write_tiny_mnist
 from gantool.app import evaluate as evaluate_module
 from gantool.app import sample as sampling
 from gantool.app.cli import main
@@ -64,14 +64,6 @@ def files(*roots: Path) -> dict[Path, bytes]:
 
 def folders(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_dir())
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    return lines[0]
 
 
 def wrote(capsys) -> list[str]:

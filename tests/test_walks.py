@@ -12,7 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, compose_config, digest, mnist_overrides, run_main, write_tiny_mnist
+from conftest import (
+    FAST,
+    compose_config,
+    digest,
+    mnist_overrides,
+    one_error_line,
+    run_main,
+    write_tiny_mnist,
+)
 from gantool.app import sample as sampling
 from gantool.app.job import train
 from gantool.config.schema import ModelConfig
@@ -49,14 +57,6 @@ def uniform_gaussian_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("uniform") / "run"
     train(compose_config([*FAST, "model.noise=uniform", *QUICK]), run)
     return run
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
-    assert "Traceback" not in captured.err + captured.out
-    return lines[0]
 
 
 # --- paths and truncated noise, on tensors ------------------------------------------------------
